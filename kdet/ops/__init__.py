@@ -2,3 +2,4 @@
 from kdet.ops._dispatch import (  # noqa: F401  (custom op <-> pure-TF twin switch)
     get_implementation, in_xla_context, set_implementation, use_implementation,
 )
+from kdet.ops.masks import paste_masks, paste_masks_numpy, resize_masks_numpy  # noqa: F401
