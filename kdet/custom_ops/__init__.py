@@ -6,7 +6,9 @@ pure-TF twins in `kdet.ops` are the fallback and the XLA path; `kdet.ops._dispat
 
     lib = kdet.custom_ops.load_library()   # tf.load_op_library module, or None (+ one warning)
     kdet.custom_ops.info()                 # what is built/loaded and why
+    kdet.custom_ops.build.build(force=True)  # (re)build ahead of time (`kdet ops build`)
 """
-from kdet.custom_ops.build import BuildError, build, info, load_library
+from kdet.custom_ops import build  # noqa: F401  (the module: build.build(force=...) builds)
+from kdet.custom_ops.build import BuildError, info, load_library
 
 __all__ = ["BuildError", "build", "info", "load_library"]

@@ -3,3 +3,4 @@ from kdet.ops._dispatch import (  # noqa: F401  (custom op <-> pure-TF twin swit
     get_implementation, in_xla_context, set_implementation, use_implementation,
 )
 from kdet.ops.masks import paste_masks, paste_masks_numpy, resize_masks_numpy  # noqa: F401
+from kdet.ops.roi_align import roi_align, roi_align_tf  # noqa: F401
