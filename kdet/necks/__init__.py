@@ -1,1 +1,2 @@
-"""kdet.necks."""
+"""kdet.necks: feature pyramids on top of backbones."""
+from kdet.necks.fpn import FPN  # noqa: F401
