@@ -95,8 +95,14 @@ def find_nvcc():
 
 
 def cuda_home(nvcc):
-    """The CUDA toolkit root that ``nvcc`` belongs to (``<root>/bin/nvcc``)."""
-    return Path(os.path.realpath(nvcc)).parent.parent
+    """The CUDA toolkit root: ``$CUDA_HOME``/``$CUDA_PATH``, nvcc's ``<root>/bin/nvcc``, or
+    ``/usr/local/cuda`` -- the first that has ``include/cuda_fp16.h`` (nvcc may be a wrapper)."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
+                  Path(os.path.realpath(nvcc)).parent.parent, "/usr/local/cuda"]
+    for c in candidates:
+        if c and (Path(c) / "include" / "cuda_fp16.h").exists():
+            return Path(c)
+    raise BuildError(f"cannot find the CUDA toolkit headers for {nvcc} (set CUDA_HOME)")
 
 
 def _tf():
@@ -182,11 +188,11 @@ def _headers_digest():
 
 # ----------------------------------------------------------------------------- commands
 
-def cxx_object_command(cxx, src, out, cuda):
-    flags = [*CXX_FLAGS, *tf_compile_flags()]
-    if cuda:
-        flags += ["-DGOOGLE_CUDA=1"]
-    flags = [f for f in flags if f != "-shared"]
+def cxx_object_command(cxx, src, out, nvcc=None):
+    """g++ command for one ``.cc``; with ``nvcc`` (a CUDA build) GPU registrations are on."""
+    flags = [f for f in (*CXX_FLAGS, *tf_compile_flags()) if f != "-shared"]
+    if nvcc is not None:
+        flags += ["-DGOOGLE_CUDA=1", f"-I{cuda_include_shim(nvcc)}", f"-I{cuda_home(nvcc) / 'include'}"]
     return [cxx, *flags, f"-I{SOURCE_DIR}", "-c", str(src), "-o", str(out)]
 
 
@@ -251,7 +257,7 @@ def plan():
     hdr = _headers_digest()
     objects = []
     for src in cpu:
-        flags = cxx_object_command(cxx or "g++", src, "OUT", use_cuda)
+        flags = cxx_object_command(cxx or "g++", src, "OUT", nvcc)
         key = _hash("cxx", _tool_version(cxx) if cxx else "none", flags, hdr, src.read_bytes())
         objects.append((src, key[:20], "cxx"))
     archs = cuda_archs() if use_cuda else []
@@ -309,7 +315,7 @@ def build(force=False, verbose=True):
                 tmp = _atomic_output(obj)
                 try:
                     if tool == "cxx":
-                        cmd = cxx_object_command(p["cxx"], src, tmp, p["cuda"])
+                        cmd = cxx_object_command(p["cxx"], src, tmp, p["nvcc"])
                     else:
                         cmd = nvcc_object_command(p["nvcc"], src, tmp, p["cuda_archs"])
                     _run(cmd, f"compiling {src.name}", verbose)
@@ -325,6 +331,31 @@ def build(force=False, verbose=True):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
     return lib
+
+
+def compile_cuda_check(out_dir, archs=("80",), verbose=False):
+    """Compile every source as a CUDA build would, whatever TensorFlow was built with.
+
+    ``*.cu.cc`` go through nvcc and ``*.cc`` through g++ with ``-DGOOGLE_CUDA=1`` (their GPU
+    kernel registrations), into object files under ``out_dir``; nothing is linked or loaded.
+    This keeps the CUDA sources compiling on machines without a GPU. Returns the objects.
+    Raises BuildError when nvcc or g++ is missing or a file does not compile.
+    """
+    nvcc, cxx = find_nvcc(), find_cxx()
+    if nvcc is None or cxx is None:
+        raise BuildError(f"CUDA compile check needs nvcc and g++ (nvcc={nvcc}, g++={cxx})")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    objects = []
+    for src in cuda_sources():
+        obj = out_dir / (src.name + ".o")
+        _run(nvcc_object_command(nvcc, src, obj, list(archs)), f"nvcc {src.name}", verbose)
+        objects.append(obj)
+    for src in cpu_sources():
+        obj = out_dir / (src.name + ".o")
+        _run(cxx_object_command(cxx, src, obj, nvcc), f"g++ -DGOOGLE_CUDA=1 {src.name}", verbose)
+        objects.append(obj)
+    return objects
 
 
 # ----------------------------------------------------------------------------- loading

@@ -6,12 +6,16 @@
 //
 // rois rows are (batch_index, x1, y1, x2, y2) in input-image pixels; the math is in
 // roi_align.h (mmcv semantics, average pooling, float32).
+#if GOOGLE_CUDA
+#define EIGEN_USE_GPU
+#endif
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "roi_align.h"
+#include "roi_align_gpu.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -105,6 +109,47 @@ Status CheckRoisShape(const Tensor& rois) {
   return Status();
 }
 
+// Shapes of a forward call; sets B, H, W, C, K.
+Status CheckForwardShapes(const Tensor& features, const Tensor& rois, int64_t* dims) {
+  if (features.dims() != 4) {
+    return InvalidArgument("RoIAlign: features must be 4-D [B, H, W, C], got ",
+                           features.shape().DebugString());
+  }
+  TF_RETURN_IF_ERROR(CheckRoisShape(rois));
+  for (int i = 0; i < 4; ++i) dims[i] = features.dim_size(i);
+  dims[4] = rois.dim_size(0);
+  if (dims[4] > 0 && dims[3] > 0 && (dims[1] == 0 || dims[2] == 0)) {
+    return InvalidArgument("RoIAlign: features have an empty spatial size ",
+                           features.shape().DebugString());
+  }
+  return Status();
+}
+
+// Shapes of a backward call; sets B, H, W, C, K from features_shape and rois.
+Status CheckBackwardShapes(const Tensor& grad, const Tensor& rois, const Tensor& shape_t,
+                           int pooled_h, int pooled_w, int64_t* dims) {
+  TF_RETURN_IF_ERROR(CheckRoisShape(rois));
+  if (shape_t.dims() != 1 || shape_t.NumElements() != 4) {
+    return InvalidArgument("RoIAlignGrad: features_shape must have 4 elements, got ",
+                           shape_t.shape().DebugString());
+  }
+  auto s = shape_t.vec<int32_t>();
+  for (int i = 0; i < 4; ++i) {
+    if (s(i) < 0) return InvalidArgument("RoIAlignGrad: negative features_shape");
+    dims[i] = s(i);
+  }
+  dims[4] = rois.dim_size(0);
+  if (grad.dims() != 4 || grad.dim_size(0) != dims[4] || grad.dim_size(1) != pooled_h ||
+      grad.dim_size(2) != pooled_w || grad.dim_size(3) != dims[3]) {
+    return InvalidArgument("RoIAlignGrad: grad must have shape [", dims[4], ", ", pooled_h, ", ",
+                           pooled_w, ", ", dims[3], "], got ", grad.shape().DebugString());
+  }
+  if (dims[4] > 0 && dims[3] > 0 && (dims[1] == 0 || dims[2] == 0)) {
+    return InvalidArgument("RoIAlignGrad: empty spatial size");
+  }
+  return Status();
+}
+
 // Host-side validation of every RoI row (CPU kernels only: on GPU the rois stay on device).
 Status CheckRoisValues(const float* rois, int64_t num_rois, int64_t batch) {
   for (int64_t k = 0; k < num_rois; ++k) {
@@ -149,19 +194,13 @@ class RoiAlignOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     const Tensor& features = ctx->input(0);
     const Tensor& rois = ctx->input(1);
-    OP_REQUIRES(ctx, features.dims() == 4,
-                InvalidArgument("RoIAlign: features must be 4-D [B, H, W, C], got ",
-                                features.shape().DebugString()));
-    OP_REQUIRES_OK(ctx, CheckRoisShape(rois));
-    const int64_t B = features.dim_size(0), H = features.dim_size(1), W = features.dim_size(2),
-                  C = features.dim_size(3), K = rois.dim_size(0);
+    int64_t dims[5];
+    OP_REQUIRES_OK(ctx, CheckForwardShapes(features, rois, dims));
+    const int64_t B = dims[0], H = dims[1], W = dims[2], C = dims[3], K = dims[4];
     const int ph = attrs_.pooled_h, pw = attrs_.pooled_w;
     Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({K, ph, pw, C}), &output));
     if (K == 0 || C == 0) return;
-    OP_REQUIRES(ctx, H > 0 && W > 0,
-                InvalidArgument("RoIAlign: features have an empty spatial size ",
-                                features.shape().DebugString()));
     const float* roi_data = rois.flat<float>().data();
     OP_REQUIRES_OK(ctx, CheckRoisValues(roi_data, K, B));
 
@@ -217,26 +256,16 @@ class RoiAlignGradOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     const Tensor& grad = ctx->input(0);
     const Tensor& rois = ctx->input(1);
-    const Tensor& shape_t = ctx->input(2);
-    OP_REQUIRES_OK(ctx, CheckRoisShape(rois));
-    OP_REQUIRES(ctx, shape_t.dims() == 1 && shape_t.NumElements() == 4,
-                InvalidArgument("RoIAlignGrad: features_shape must have 4 elements, got ",
-                                shape_t.shape().DebugString()));
-    auto s = shape_t.vec<int32_t>();
-    const int64_t B = s(0), H = s(1), W = s(2), C = s(3), K = rois.dim_size(0);
+    int64_t dims[5];
+    OP_REQUIRES_OK(ctx, CheckBackwardShapes(grad, rois, ctx->input(2), attrs_.pooled_h,
+                                            attrs_.pooled_w, dims));
+    const int64_t B = dims[0], H = dims[1], W = dims[2], C = dims[3], K = dims[4];
     const int ph = attrs_.pooled_h, pw = attrs_.pooled_w;
-    OP_REQUIRES(ctx, B >= 0 && H >= 0 && W >= 0 && C >= 0,
-                InvalidArgument("RoIAlignGrad: negative features_shape"));
-    OP_REQUIRES(ctx, grad.dims() == 4 && grad.dim_size(0) == K && grad.dim_size(1) == ph &&
-                         grad.dim_size(2) == pw && grad.dim_size(3) == C,
-                InvalidArgument("RoIAlignGrad: grad must have shape [", K, ", ", ph, ", ", pw,
-                                ", ", C, "], got ", grad.shape().DebugString()));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, H, W, C}), &out));
     float* gdata = out->flat<float>().data();
     std::memset(gdata, 0, sizeof(float) * out->NumElements());
     if (K == 0 || C == 0) return;
-    OP_REQUIRES(ctx, H > 0 && W > 0, InvalidArgument("RoIAlignGrad: empty spatial size"));
     const float* roi_data = rois.flat<float>().data();
     OP_REQUIRES_OK(ctx, CheckRoisValues(roi_data, K, B));
     const float* top = grad.flat<float>().data();
@@ -297,6 +326,80 @@ class RoiAlignGradOp : public OpKernel {
  private:
   RoiAlignAttrs attrs_;
 };
+
+#if GOOGLE_CUDA
+roi_align::GpuArgs MakeGpuArgs(const int64_t* dims, const RoiAlignAttrs& a) {
+  roi_align::GpuArgs g;
+  g.batch = static_cast<int>(dims[0]);
+  g.height = static_cast<int>(dims[1]);
+  g.width = static_cast<int>(dims[2]);
+  g.channels = static_cast<int>(dims[3]);
+  g.num_rois = dims[4];
+  g.pooled_h = a.pooled_h;
+  g.pooled_w = a.pooled_w;
+  g.spatial_scale = a.spatial_scale;
+  g.sampling_ratio = a.sampling_ratio;
+  g.aligned = a.aligned;
+  return g;
+}
+
+class RoiAlignGpuOp : public OpKernel {
+ public:
+  explicit RoiAlignGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx), attrs_(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& features = ctx->input(0);
+    const Tensor& rois = ctx->input(1);
+    int64_t dims[5];
+    OP_REQUIRES_OK(ctx, CheckForwardShapes(features, rois, dims));
+    Tensor* output = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(
+                            0, TensorShape({dims[4], attrs_.pooled_h, attrs_.pooled_w, dims[3]}),
+                            &output));
+    if (output->NumElements() == 0) return;
+    OP_REQUIRES(ctx,
+                roi_align::LaunchForwardGpu(ctx->eigen_device<Eigen::GpuDevice>(),
+                                            MakeGpuArgs(dims, attrs_), features.flat<float>().data(),
+                                            rois.flat<float>().data(), output->flat<float>().data()),
+                tensorflow::errors::Internal("RoIAlign: CUDA kernel launch failed"));
+  }
+
+ private:
+  RoiAlignAttrs attrs_;
+};
+
+class RoiAlignGradGpuOp : public OpKernel {
+ public:
+  explicit RoiAlignGradGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx), attrs_(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& grad = ctx->input(0);
+    const Tensor& rois = ctx->input(1);
+    int64_t dims[5];
+    OP_REQUIRES_OK(ctx, CheckBackwardShapes(grad, rois, ctx->input(2), attrs_.pooled_h,
+                                            attrs_.pooled_w, dims));
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({dims[0], dims[1], dims[2], dims[3]}),
+                                             &out));
+    OP_REQUIRES(ctx,
+                roi_align::LaunchBackwardGpu(ctx->eigen_device<Eigen::GpuDevice>(),
+                                             MakeGpuArgs(dims, attrs_), grad.flat<float>().data(),
+                                             rois.flat<float>().data(), out->flat<float>().data()),
+                tensorflow::errors::Internal("RoIAlignGrad: CUDA kernel launch failed"));
+  }
+
+ private:
+  RoiAlignAttrs attrs_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("KdetRoiAlign").Device(::tensorflow::DEVICE_GPU)
+                            .TypeConstraint<float>("T"),
+                        RoiAlignGpuOp);
+REGISTER_KERNEL_BUILDER(Name("KdetRoiAlignGrad").Device(::tensorflow::DEVICE_GPU)
+                            .TypeConstraint<float>("T")
+                            .HostMemory("features_shape"),
+                        RoiAlignGradGpuOp);
+#endif  // GOOGLE_CUDA
 
 REGISTER_KERNEL_BUILDER(Name("KdetRoiAlign").Device(DEVICE_CPU).TypeConstraint<float>("T"),
                         RoiAlignOp);
