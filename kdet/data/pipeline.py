@@ -55,35 +55,75 @@ def _dense(x):
     return x.to_tensor() if isinstance(x, tf.RaggedTensor) else x
 
 
-def _decode_image(path, validate):
-    """Reads and decodes a JPEG/PNG/BMP/GIF file to RGB uint8 [H, W, 3].
+def _warn_skipped(path, reason):
+    warnings.warn(f"kdet.data: image {path.numpy().decode()!r} skipped: "
+                  f"{reason.numpy().decode()}", UserWarning)
 
-    Grayscale, RGBA and CMYK JPEGs become 3-channel RGB (libjpeg converts CMYK).
-    With `validate`, a file with a JPEG/PNG header but no end marker (truncated) fails
-    an assertion that names the file.
+
+def _tail_has(data, marker, window=256):
+    """True where the last `window` bytes of `data` contain `marker` (bytes, 2..8 long)."""
+    n = tf.strings.length(data)
+    tail = tf.strings.substr(data, tf.maximum(n - window, 0), window)
+    raw = tf.io.decode_raw(tail, tf.uint8)
+    m = len(marker)
+    length = tf.shape(raw)[0] - m + 1
+    hit = tf.ones([tf.maximum(length, 0)], tf.bool)
+    for i, byte in enumerate(marker):
+        hit = tf.logical_and(hit, tf.equal(raw[i:i + tf.maximum(length, 0)], byte))
+    return tf.reduce_any(hit)
+
+
+def _check_encoded(data):
+    """(ok, reason): a known image format whose end marker is present (not truncated).
+
+    JPEG must hold its EOI (FF D9) and PNG its IEND chunk within the last 256 bytes
+    (some writers pad after EOI)."""
+    head = tf.strings.substr(data, 0, 4)
+    is_jpeg = tf.strings.substr(head, 0, 2) == _JPEG_SOI
+    is_png = head == _PNG_MAGIC
+    is_other = tf.logical_or(tf.strings.substr(head, 0, 3) == b"GIF",
+                             tf.strings.substr(head, 0, 2) == b"BM")
+    known = tf.logical_and(tf.logical_or(tf.logical_or(is_jpeg, is_png), is_other),
+                           tf.strings.length(data) > 16)
+    complete = tf.logical_and(
+        tf.logical_or(tf.logical_not(is_jpeg), _tail_has(data, _JPEG_EOI)),
+        tf.logical_or(tf.logical_not(is_png), _tail_has(data, _PNG_IEND)))
+    ok = tf.logical_and(known, complete)
+    reason = tf.where(known, "truncated image file (no end marker)",
+                      "corrupt image file (not a JPEG/PNG/GIF/BMP)")
+    return ok, reason
+
+
+def _decode_image(path, strict):
+    """Reads and decodes a JPEG/PNG/BMP/GIF file -> (RGB uint8 [H, W, 3], ok).
+
+    Grayscale, RGBA and CMYK JPEGs become 3-channel RGB (libjpeg converts CMYK). A file of
+    unknown format or without its end marker (truncated) gives ok=False and one Python
+    warning naming it (strict: an InvalidArgumentError naming it).
     """
     data = tf.io.read_file(path)
-    if validate:
-        head, tail2 = tf.strings.substr(data, 0, 4), tf.strings.substr(data, -2, 2)
-        tail8 = tf.strings.substr(data, -8, 8)
-        is_jpeg = tf.strings.substr(head, 0, 2) == _JPEG_SOI
-        is_png = head == _PNG_MAGIC
-        ok = tf.logical_and(tf.logical_or(tf.logical_not(is_jpeg), tail2 == _JPEG_EOI),
-                            tf.logical_or(tf.logical_not(is_png), tail8 == _PNG_IEND))
-        ok = tf.logical_and(ok, tf.strings.length(data) > 8)
-        with tf.control_dependencies([tf.debugging.Assert(
-                ok, ["kdet.data: corrupt or truncated image, skipped:", path])]):
+    ok, reason = _check_encoded(data)
+    if strict:
+        with tf.control_dependencies([tf.debugging.Assert(ok, [path, reason])]):
             data = tf.identity(data)
-    image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+
+    def bad():
+        with tf.control_dependencies([tf.py_function(_warn_skipped, [path, reason], [])]):
+            return tf.zeros([1, 1, 3], tf.uint8)
+
+    def good():
+        img = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        return tf.reshape(img, [tf.shape(img)[0], tf.shape(img)[1], 3])
+    image = tf.cond(ok, good, bad)
     image.set_shape([None, None, 3])
-    return image
+    return image, ok
 
 
 class _Loader:
     """The per-image map function (a class so its options are explicit)."""
 
     def __init__(self, records, training, img_scales, multiscale_mode, flip_ratio, style,
-                 size_divisor, pad_to, max_instances, with_masks, mask_size, validate):
+                 size_divisor, pad_to, max_instances, with_masks, mask_size, strict):
         self.records = records
         self.training = training
         self.img_scales = img_scales
@@ -95,7 +135,7 @@ class _Loader:
         self.max_instances = max_instances
         self.with_masks = with_masks
         self.mask_size = mask_size
-        self.validate = validate
+        self.strict = strict
 
     def _masks(self, index):
         def fn(i):
@@ -106,7 +146,7 @@ class _Loader:
 
     def __call__(self, elem, rand):
         seed = tf.stack([tf.cast(rand, tf.int64), tf.constant(0, tf.int64)])
-        image = _decode_image(elem["path"], self.validate)
+        image, ok = _decode_image(elem["path"], self.strict)
         boxes = tf.reshape(_dense(elem["boxes"]), [-1, 4])
         labels = tf.reshape(_dense(elem["labels"]), [-1])
         ignore = tf.reshape(_dense(elem["iscrowd"]), [-1])
@@ -170,7 +210,7 @@ class _Loader:
             else:
                 masks.set_shape([self.max_instances, None, None])
             gt["masks"] = masks
-        return image, gt
+        return image, gt, ok
 
 
 def _check_args(batch_size, img_scale, multiscale_mode, img_scales, flip_ratio, style,
@@ -249,9 +289,10 @@ def detection_dataset(records, training=True, batch_size=2, img_scale=(1333, 800
     ds = tf.data.Dataset.zip((ds, rand))
     loader = _Loader(records, training, scales if multiscale_mode else [img_scale],
                      multiscale_mode, flip_ratio, style, size_divisor, pad_to, max_instances,
-                     with_masks, mask_size, validate=not strict)
+                     with_masks, mask_size, strict)
     ds = ds.map(loader, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-    if not strict:
+    ds = ds.filter(lambda image, gt, ok: ok).map(lambda image, gt, ok: (image, gt))
+    if not strict:  # last resort for other decode failures (logged by TF, not raised)
         ds = ds.ignore_errors(log_warning=True)
     ds = ds.padded_batch(batch_size, drop_remainder=drop_remainder)
     options = tf.data.Options()
