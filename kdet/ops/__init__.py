@@ -9,3 +9,4 @@ from kdet.ops._dispatch import (  # noqa: F401  (custom op <-> pure-TF twin swit
 from kdet.ops.masks import paste_masks, paste_masks_numpy, resize_masks_numpy  # noqa: F401
 from kdet.ops.roi_align import roi_align, roi_align_tf  # noqa: F401
 from kdet.ops.deform_conv import deform_conv2d  # noqa: F401
+from kdet.ops.nms import batched_nms, batched_nms_padded, nms, nms_padded  # noqa: F401
