@@ -15,7 +15,7 @@ def _box_weight(weight, pred):
     if weight is None:
         return None
     weight = tf.cast(weight, tf.float32)
-    if weight.shape.rank == pred.shape.rank:
+    if weight.shape.rank == tf.convert_to_tensor(pred).shape.rank:
         weight = tf.reduce_mean(weight, axis=-1)
     return weight
 
