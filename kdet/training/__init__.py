@@ -6,3 +6,7 @@ from kdet.training.optimizers import (  # noqa: F401
     REGNET_CLIP_NORM, REGNET_WEIGHT_DECAY, TorchSGD, loss_scale_optimizer, set_mixed_precision,
     sgd,
 )
+from kdet.training.distribute import (  # noqa: F401
+    all_reduce_mean, all_reduce_sum, is_chief, make_strategy, normalize_by_positives,
+    num_replicas, positives_normalizer, scale_replica_mean, worker_dir,
+)

@@ -1,0 +1,146 @@
+"""Loss reduction under ``tf.distribute`` and strategy helpers.
+
+How Keras 3 (TensorFlow backend) trains under ``MirroredStrategy`` /
+``MultiWorkerMirroredStrategy``: every replica runs ``train_step`` on its slice of the
+global batch, ``compute_loss`` returns that replica's loss, and the optimizer **sums**
+the replicas' gradients (``all_reduce(SUM)``). So each replica must return its *share*
+of the global loss -- the shares add up to the loss of the whole batch:
+
+* a loss normalised by the number of positive samples (RetinaNet, FCOS, ATSS, PAA
+  classification / regression): ``normalize_by_positives(local_sum, local_num_pos)``
+  divides by the positives of *all* replicas (mmdet: ``reduce_mean(num_pos)`` clamped
+  at 1, then DDP averages the gradients -- the same number);
+* a loss that is a mean over the local batch (RPN / R-CNN sampled losses, mmdet's
+  per-GPU means that DDP averages): ``scale_replica_mean(local_mean)``;
+* Keras already divides ``compile(loss=...)`` losses and ``self.losses``
+  (regularisers, ``add_loss``) by the number of replicas when they go through
+  ``super().compute_loss`` / ``Model._aggregate_additional_loss``.
+
+With one replica every helper is the identity, so a detector written this way gives
+the same numbers on one device and on many.
+"""
+import json
+import os
+
+import tensorflow as tf
+
+from kdet.errors import KdetError
+
+
+def num_replicas():
+    """Replicas of the current strategy (1 outside any strategy)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def all_reduce_sum(x):
+    """Sum of ``x`` over all replicas (inside ``train_step``); identity with one replica."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None:
+        raise KdetError("all_reduce_sum must be called in a replica context (inside "
+                        "train_step / compute_loss), not in strategy.scope() code")
+    if ctx.num_replicas_in_sync == 1:
+        return x
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
+
+
+def all_reduce_mean(x):
+    """Mean of ``x`` over replicas (mmdet's ``reduce_mean``)."""
+    n = num_replicas()
+    s = all_reduce_sum(x)
+    return s if n == 1 else s / tf.cast(n, s.dtype)
+
+
+def positives_normalizer(num_pos, min_value=1.0):
+    """The denominator that turns a replica's summed loss into its share of the global
+    positives-normalised loss: ``max(mean_r num_pos_r, min_value) * num_replicas``.
+
+    ``num_pos`` is this replica's count (scalar, any numeric dtype; no gradient flows).
+    """
+    num_pos = tf.stop_gradient(tf.cast(num_pos, tf.float32))
+    n = num_replicas()
+    mean = all_reduce_mean(num_pos)
+    return tf.maximum(mean, min_value) * float(n)
+
+
+def normalize_by_positives(loss_sum, num_pos, min_value=1.0):
+    """``loss_sum / positives_normalizer(num_pos)``: this replica's share of
+    ``sum over all replicas of loss_sum / max(total positives / replicas, 1) / replicas``,
+    i.e. ``total loss / max(total positives, replicas)`` -- exactly
+    ``total loss / max(num_pos, 1)`` on one device."""
+    loss_sum = tf.convert_to_tensor(loss_sum)
+    return loss_sum / tf.cast(positives_normalizer(num_pos, min_value), loss_sum.dtype)
+
+
+def scale_replica_mean(loss):
+    """A replica-local mean loss -> its share of the average over replicas (``/ R``)."""
+    n = num_replicas()
+    loss = tf.convert_to_tensor(loss)
+    return loss if n == 1 else loss / tf.cast(n, loss.dtype)
+
+
+def make_strategy(kind="auto", devices=None):
+    """Builds a ``tf.distribute`` strategy.
+
+    kind: ``"default"`` (no distribution), ``"mirrored"`` (all local GPUs, or
+    ``devices``), ``"multi_worker"`` (``MultiWorkerMirroredStrategy``, cluster from the
+    ``TF_CONFIG`` environment variable), ``"auto"`` (multi_worker when ``TF_CONFIG`` names
+    more than one worker, mirrored when more than one GPU is visible, else default).
+    Build and compile the model inside ``strategy.scope()``.
+    """
+    if kind == "auto":
+        workers = cluster_spec().get("worker", [])
+        if len(workers) > 1:
+            kind = "multi_worker"
+        elif len(tf.config.list_logical_devices("GPU")) > 1 or devices:
+            kind = "mirrored"
+        else:
+            kind = "default"
+    if kind == "default":
+        return tf.distribute.get_strategy()
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if kind == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise KdetError("multi_worker strategy needs the TF_CONFIG environment variable "
+                            "(see docs/training.md)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise KdetError(f"unknown strategy kind {kind!r}: auto, default, mirrored, multi_worker")
+
+
+def cluster_spec():
+    """The ``cluster`` dict of ``TF_CONFIG`` ({} when unset)."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw).get("cluster", {})
+    except json.JSONDecodeError as e:
+        raise KdetError(f"TF_CONFIG is not valid json: {e}") from None
+
+
+def task_info():
+    """(task type, index) from ``TF_CONFIG``; ("worker", 0) when unset."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return "worker", 0
+    task = json.loads(raw).get("task", {})
+    return task.get("type", "worker"), int(task.get("index", 0))
+
+
+def is_chief():
+    """True on the worker that writes checkpoints and logs (``chief``, or worker 0)."""
+    ttype, index = task_info()
+    if ttype == "chief":
+        return True
+    return ttype == "worker" and index == 0 and "chief" not in cluster_spec()
+
+
+def worker_dir(work_dir):
+    """``work_dir`` on the chief; a private ``work_dir/workers/<type>_<i>`` elsewhere.
+
+    In multi-worker training every worker runs the callbacks (they take part in the
+    collective save), but only the chief's files are kept."""
+    if is_chief():
+        return work_dir
+    ttype, index = task_info()
+    return os.path.join(work_dir, "workers", f"{ttype}_{index}")
