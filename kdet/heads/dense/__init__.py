@@ -1,1 +1,5 @@
-"""kdet.heads.dense."""
+"""kdet.heads.dense: dense (per-location) heads on a shared base with override hooks."""
+from kdet.heads.dense.base import (  # noqa: F401
+    BaseDenseHead, DEFAULT_TEST_CFG, flatten_level, flatten_levels, multiclass_nms, topk_pairs,
+)
+from kdet.heads.dense.anchor_head import AnchorHead, Anchors, DenseTargets  # noqa: F401
