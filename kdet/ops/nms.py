@@ -79,6 +79,13 @@ def _sort_desc(scores):
 
 
 def _greedy(boxes, scores, alive, max_output_size, iou_threshold):
+    """Core loop; run as a graph when called eagerly (see `_greedy_body`)."""
+    if tf.executing_eagerly():
+        return _greedy_graph(boxes, scores, alive, max_output_size, iou_threshold)
+    return _greedy_body(boxes, scores, alive, max_output_size, iou_threshold)
+
+
+def _greedy_body(boxes, scores, alive, max_output_size, iou_threshold):
     """Core loop. boxes [B,N,4], scores [B,N], alive [B,N] bool (candidates).
 
     Returns indices [B, max_output_size] into N (descending score, -1 padded) and
@@ -109,6 +116,9 @@ def _greedy(boxes, scores, alive, max_output_size, iou_threshold):
     valid = sel >= 0
     indices = tf.where(valid, tf.gather(order, tf.maximum(sel, 0), batch_dims=1), -1)
     return indices, tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+
+
+_greedy_graph = tf.function(_greedy_body, reduce_retracing=True)
 
 
 def _class_offsets(boxes, class_ids, alive):

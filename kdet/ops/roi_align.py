@@ -174,8 +174,9 @@ def _roi_validity(rois, batch):
     valid = finite & in_range
     if _dispatch.in_xla_context():
         return valid, []  # XLA cannot raise at run time: invalid RoIs give zeros instead
-    k_bad_finite = tf.argmin(tf.cast(finite, tf.int32))
-    k_bad_index = tf.argmin(tf.cast(valid | ~finite, tf.int32))
+    rows = tf.range(tf.shape(rois)[0])
+    k_bad_finite = tf.reduce_min(tf.where(finite, tf.shape(rois)[0], rows))
+    k_bad_index = tf.reduce_min(tf.where(valid | ~finite, tf.shape(rois)[0], rows))
     asserts = [
         tf.debugging.Assert(tf.reduce_all(finite), [
             "RoIAlign: rois has a non-finite value at row", k_bad_finite]),
@@ -188,6 +189,13 @@ def _roi_validity(rois, batch):
 
 def _roi_align_twin(features, rois, oh, ow, spatial_scale, sampling_ratio, aligned):
     """float32 features [B,H,W,C], rois [K,5] -> [K,oh,ow,C]."""
+    if tf.executing_eagerly():  # run the sample loop as a graph, not op by op from Python
+        return _roi_align_twin_graph(features, rois, oh, ow, spatial_scale, sampling_ratio,
+                                     aligned)
+    return _roi_align_twin_body(features, rois, oh, ow, spatial_scale, sampling_ratio, aligned)
+
+
+def _roi_align_twin_body(features, rois, oh, ow, spatial_scale, sampling_ratio, aligned):
     shape = tf.shape(features)
     batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
     valid, asserts = _roi_validity(rois, batch)
@@ -266,3 +274,6 @@ def _roi_align_twin(features, rois, oh, ow, spatial_scale, sampling_ratio, align
     out = tf.where(valid[:, None, None, None], out, 0.0)
     out.set_shape([rois.shape[0], oh, ow, features.shape[3]])
     return out
+
+
+_roi_align_twin_graph = tf.function(_roi_align_twin_body, reduce_retracing=True)
