@@ -10,3 +10,4 @@ from kdet.training.distribute import (  # noqa: F401
     all_reduce_mean, all_reduce_sum, is_chief, make_strategy, normalize_by_positives,
     num_replicas, positives_normalizer, scale_replica_mean, worker_dir,
 )
+from kdet.training.callbacks import BackupAndRestore, fit_callbacks  # noqa: F401
