@@ -236,6 +236,7 @@ def test_gradients_numerically(impl, modulated):
     args, attrs = _grad_case(modulated, bias=True, deform_groups=2, groups=2, strides=(1, 2))
     names = [k for k in ("x", "offset", "weight", "bias", "mask") if args[k] is not None]
 
+    @tf.function  # the numeric Jacobian calls f once per input element
     def f(*tensors):
         kw = dict(args, **dict(zip(names, tensors)))
         return deform_conv2d(**kw, **attrs, implementation=impl)
