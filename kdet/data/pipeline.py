@@ -119,6 +119,14 @@ def _decode_image(path, strict):
     return image, ok
 
 
+def _is_ok(image, gt, ok):
+    return ok
+
+
+def _drop_ok(image, gt, ok):
+    return image, gt
+
+
 class _Loader:
     """The per-image map function (a class so its options are explicit)."""
 
@@ -144,6 +152,21 @@ class _Loader:
         masks.set_shape([None, None, None])
         return masks
 
+    def _resized_masks(self, index, new_h, new_w):
+        """Masks resized like the image: uint8 [n, new_h, new_w] (cv2-nearest, as mmdet),
+        or with `mask_size` (h, w) for the padded canvas `pad_to`, the image part of that
+        grid, [n, round(new_h * h / H), round(new_w * w / W)] (antialiased bilinear,
+        thresholded at 0.5). Returns (masks, canvas size or None)."""
+        raw = self._masks(index)
+        if self.mask_size is None:
+            return T.resize_masks(raw, new_h, new_w), None
+        (mh, mw), (ph, pw) = self.mask_size, self.pad_to
+        th = tf.maximum(tf.cast(tf.round(new_h * mh / ph), tf.int32), 1)
+        tw = tf.maximum(tf.cast(tf.round(new_w * mw / pw), tf.int32), 1)
+        small = tf.image.resize(tf.cast(raw[..., None], tf.float32), tf.stack([th, tw]),
+                                method="bilinear", antialias=True)
+        return tf.cast(small[..., 0] >= 0.5, tf.uint8), (mh, mw)
+
     def __call__(self, elem, rand):
         seed = tf.stack([tf.cast(rand, tf.int64), tf.constant(0, tf.int64)])
         image, ok = _decode_image(elem["path"], self.strict)
@@ -160,7 +183,7 @@ class _Loader:
         image = T.resize_image(image, new_h, new_w)
         boxes = T.resize_boxes(boxes, sy, sx, new_h, new_w)
         if self.with_masks:
-            masks = T.resize_masks(self._masks(elem["index"]), new_h, new_w)
+            masks, canvas = self._resized_masks(elem["index"], new_h, new_w)
 
         # RandomFlip(flip_ratio), horizontal.
         if self.flip_ratio > 0:
@@ -196,19 +219,11 @@ class _Loader:
         gt["labels"].set_shape([self.max_instances])
         gt["ignore"].set_shape([self.max_instances])
         if self.with_masks:
-            masks = T.pad_bottom_right(masks[:n], ph, pw, spatial_axes=(1, 2))
+            mh, mw = canvas or (ph, pw)
+            masks = T.pad_bottom_right(masks[:n], mh, mw, spatial_axes=(1, 2))
             masks = tf.pad(masks, [[0, pad_n], [0, 0], [0, 0]])
-            if self.mask_size is not None:
-                mh, mw = self.mask_size
-                # Area-average the padded canvas down, then threshold at 0.5.
-                small = tf.image.resize(tf.cast(masks[..., None], tf.float32), [mh, mw],
-                                        method="area")
-                masks = tf.cast(small[..., 0] >= 0.5, tf.uint8)
-                masks.set_shape([self.max_instances, mh, mw])
-            elif self.pad_to is not None:
-                masks.set_shape([self.max_instances, ph, pw])
-            else:
-                masks.set_shape([self.max_instances, None, None])
+            static = canvas or self.pad_to or (None, None)
+            masks.set_shape([self.max_instances, *static])
             gt["masks"] = masks
         return image, gt, ok
 
@@ -291,7 +306,7 @@ def detection_dataset(records, training=True, batch_size=2, img_scale=(1333, 800
                      multiscale_mode, flip_ratio, style, size_divisor, pad_to, max_instances,
                      with_masks, mask_size, strict)
     ds = ds.map(loader, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-    ds = ds.filter(lambda image, gt, ok: ok).map(lambda image, gt, ok: (image, gt))
+    ds = ds.filter(_is_ok).map(_drop_ok)
     if not strict:  # last resort for other decode failures (logged by TF, not raised)
         ds = ds.ignore_errors(log_warning=True)
     ds = ds.padded_batch(batch_size, drop_remainder=drop_remainder)
@@ -327,7 +342,8 @@ def coco_dataset(ann_file, image_dir, training=True, batch_size=2, img_scale=(13
         of (1333, 800).
       max_instances: N, the padded number of objects per image.
       with_masks: add gt["masks"] (pycocotools decodes polygons and RLE).
-      mask_size: optional (h, w) the padded mask canvas is resized to (needs `pad_to`).
+      mask_size: optional (h, w) grid for masks covering the padded canvas `pad_to` (needs
+        it), e.g. pad_to / 4: masks [B, N, h, w] cost 16x less memory.
       filter_empty_gt: drop images without a non-crowd object; default = training.
       shuffle: default = training. seed: makes shuffle, flips and scales reproducible.
       deterministic: keep element order under parallel map; default = seed given or not

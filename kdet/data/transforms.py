@@ -99,16 +99,26 @@ def resize_image(image, new_h, new_w):
     return tf.clip_by_value(tf.round(out), 0.0, 255.0)
 
 
+def _nearest_index(out_size, in_size):
+    """cv2 INTER_NEAREST source index: min(floor(dst * (1 / (out / in))), in - 1), float64."""
+    inv = 1.0 / (tf.cast(out_size, tf.float64) / tf.cast(in_size, tf.float64))
+    idx = tf.floor(tf.range(out_size, dtype=tf.float64) * inv)
+    return tf.minimum(tf.cast(idx, tf.int32), tf.cast(in_size, tf.int32) - 1)
+
+
 def resize_masks(masks, new_h, new_w):
     """Nearest resize of uint8 masks [n, H, W] -> [n, new_h, new_w].
 
-    Source pixel floor(dst * in/out) (no half-pixel shift), as cv2.INTER_NEAREST, which
-    mmdet's BitmapMasks.rescale uses.
+    Source pixel as cv2.INTER_NEAREST computes it (no half-pixel shift), which mmdet's
+    BitmapMasks.rescale uses; done with gathers along leading axes (3x faster than TF's
+    ResizeNearestNeighbor on uint8 on CPU).
     """
-    out = tf.raw_ops.ResizeNearestNeighbor(
-        images=masks[..., None], size=tf.stack([new_h, new_w]),
-        align_corners=False, half_pixel_centers=False)
-    return out[..., 0]
+    shape = tf.shape(masks)
+    rows = _nearest_index(new_h, shape[1])
+    cols = _nearest_index(new_w, shape[2])
+    out = tf.gather(masks, rows, axis=1)                       # [n, new_h, W]
+    out = tf.gather(tf.transpose(out, [2, 0, 1]), cols)        # [new_w, n, new_h]
+    return tf.transpose(out, [1, 2, 0])
 
 
 def resize_boxes(boxes, scale_y, scale_x, new_h, new_w):

@@ -103,6 +103,13 @@ def test_pad_to_gives_static_shapes(shapes_small):
     # (96, 128) -> (300, 400) does not fit (224, 256): capped at s = 2 -> (192, 256)
     np.testing.assert_array_equal(d["img_shape"], [[192, 256]] * 4)
     assert d["images"].shape == (4, 224, 256, 3) and d["masks"].shape == (4, 8, 56, 64)
+    assert (d["masks"][:, :, 48:] == 0).all()   # the image covers 192/224 of the canvas
+    for b, n in zip(*np.nonzero(d["labels"] >= 0)):   # 1/4-resolution masks match boxes
+        ys, xs = np.nonzero(d["masks"][b, n])
+        if d["ignore"][b, n] or len(xs) == 0:
+            continue
+        np.testing.assert_allclose(np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]) * 4,
+                                   d["boxes"][b, n], atol=6.0)
 
 
 def _flip_pair(shapes_small, **kw):

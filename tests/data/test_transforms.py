@@ -75,10 +75,14 @@ def test_resize_masks_is_cv2_nearest():
     rng = np.random.default_rng(1)
     masks = (rng.uniform(size=(3, 7, 9)) < 0.5).astype(np.uint8)
     out = T.resize_masks(tf.constant(masks), 17, 13).numpy()
-    rows = np.floor(np.arange(17) * 7 / 17).astype(int)   # cv2 INTER_NEAREST: floor(dst*in/out)
-    cols = np.floor(np.arange(13) * 9 / 13).astype(int)
+    # cv2 INTER_NEAREST (resizeNN): sx = min(floor(dx * ifx), w - 1), ifx = 1 / (dw / w)
+    rows = np.minimum(np.floor(np.arange(17) * (1 / (17 / 7))), 6).astype(int)
+    cols = np.minimum(np.floor(np.arange(13) * (1 / (13 / 9))), 8).astype(int)
     np.testing.assert_array_equal(out, masks[:, rows][:, :, cols])
     assert T.resize_masks(tf.zeros([0, 7, 9], tf.uint8), 4, 5).shape == (0, 4, 5)
+    # TF's own nearest kernel (same floor rule, float32 scale) agrees on these sizes
+    tf_nn = tf.raw_ops.ResizeNearestNeighbor(images=masks[..., None], size=[17, 13])[..., 0]
+    np.testing.assert_array_equal(out, tf_nn)
 
 
 @pytest.mark.torch
