@@ -257,10 +257,16 @@ class AnchorHead(BaseDenseHead):
 
     def get_candidates(self, outputs, img_shape):
         """mmdet v2 ``_get_bboxes_single``: per level, the ``nms_pre`` best (anchor, class)
-        pairs above ``score_thr``, decoded and clipped to ``img_shape``."""
+        pairs above ``score_thr``, decoded and clipped to ``img_shape``.
+
+        Returns ``boxes [B, K, 4]``, ``scores [B, K]``, ``labels [B, K]`` (-1 below the
+        threshold), ``level_ids [B, K]`` and ``anchor_idx [B, K]`` (index into all levels'
+        flattened anchors, for gathering per-anchor extras such as ATSS's centerness).
+        """
         sizes = featmap_sizes(outputs["cls_scores"])
         levels = self.anchor_generator.grid_anchors(sizes)
-        boxes, scores, labels, groups = [], [], [], []
+        boxes, scores, labels, groups, anchor_idx = [], [], [], [], []
+        offset = 0
         for lvl, anchors in enumerate(levels):
             probs = self.level_scores(outputs, lvl)
             deltas = flatten_level(outputs["bbox_preds"][lvl], 4)
@@ -272,8 +278,11 @@ class AnchorHead(BaseDenseHead):
             scores.append(s)
             labels.append(lab)
             groups.append(tf.fill(tf.shape(lab), lvl))
+            anchor_idx.append(idx + offset)
+            offset = offset + tf.shape(anchors)[0]
         return {"boxes": tf.concat(boxes, 1), "scores": tf.concat(scores, 1),
-                "labels": tf.concat(labels, 1), "level_ids": tf.concat(groups, 1)}
+                "labels": tf.concat(labels, 1), "level_ids": tf.concat(groups, 1),
+                "anchor_idx": tf.concat(anchor_idx, 1)}
 
     # -- config --------------------------------------------------------------------------
     def get_config(self):
