@@ -129,7 +129,8 @@ def _image_wh(image_shape, boxes):
     """[..., 2] (h, w) image shapes -> (w, h) tensors shaped to broadcast with
     boxes [..., N, 4]'s coordinates ([..., 1]). A single [2] shape serves all."""
     shape = _f32(image_shape)
-    if shape.shape.rank is not None and (shape.shape.rank < 1 or shape.shape[-1] not in (2, 3, None)):
+    rank = shape.shape.rank
+    if rank is not None and (rank < 1 or shape.shape[-1] not in (2, 3, None)):
         raise KdetError(f"image_shape must be [..., 2] (height, width), got {shape.shape}")
     h, w = shape[..., 0], shape[..., 1]
     if shape.shape.rank is not None and shape.shape.rank > 1:

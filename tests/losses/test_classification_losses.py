@@ -109,7 +109,8 @@ def test_cross_entropy_class_weight_and_avg_non_ignore(data):
     cw = [1.0, 2.0, 0.5, 1.0, 3.0]
     got = CrossEntropyLoss(class_weight=cw, avg_non_ignore=True)(logits, labels).numpy()
     t = torch.nn.functional.cross_entropy(
-        torch.from_numpy(logits), torch.from_numpy(np.where(labels < 0, -100, labels).astype(np.int64)),
+        torch.from_numpy(logits),
+        torch.from_numpy(np.where(labels < 0, -100, labels).astype(np.int64)),
         weight=torch.tensor(cw), reduction="none", ignore_index=-100).numpy()
     np.testing.assert_allclose(got, t.sum() / (10 + EPS), rtol=1e-5)
 
