@@ -228,15 +228,32 @@ class _Loader:
         return image, gt, ok
 
 
-def _check_args(batch_size, img_scale, multiscale_mode, img_scales, flip_ratio, style,
-                size_divisor, pad_to, max_instances, mask_size, with_masks):
+def _check_args(training, batch_size, img_scale, multiscale_mode, img_scales, flip_ratio,
+                style, size_divisor, pad_to, max_instances, mask_size, with_masks):
+    """Validates the arguments; returns (scales for the loader, mode, pad_to, mask_size)."""
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise KdetError(f"batch_size must be a positive integer, got {batch_size!r}")
     T.normalization(style)
-    img_scale = T.check_img_scale(img_scale)
     if multiscale_mode not in (None, "range", "value"):
         raise KdetError(f"unknown multiscale_mode {multiscale_mode!r}; expected None, "
                         "'range' or 'value'")
+    if isinstance(img_scale, list) and img_scale and \
+            all(isinstance(s, (list, tuple)) for s in img_scale):
+        # mmdet style Resize(img_scale=[(1333, 640), (1333, 800)], multiscale_mode='range')
+        if img_scales is not None:
+            raise KdetError("give several scales either as img_scale=[...] or as img_scales")
+        if len(img_scale) == 1:
+            img_scale = img_scale[0]
+        else:
+            img_scale, img_scales = None, img_scale
+            multiscale_mode = multiscale_mode or "range"   # mmdet Resize's default
+    if img_scales and multiscale_mode is None:
+        raise KdetError("img_scales needs multiscale_mode='range' or 'value'")
+    if img_scale is None:
+        if not training:
+            raise KdetError("training=False resizes to one scale: pass img_scale=(long, short)")
+    else:
+        img_scale = T.check_img_scale(img_scale)
     if multiscale_mode is None:
         scales = [img_scale]
     else:
@@ -247,6 +264,8 @@ def _check_args(batch_size, img_scale, multiscale_mode, img_scales, flip_ratio, 
         if multiscale_mode == "range" and len(scales) != 2:
             raise KdetError("multiscale_mode='range' needs exactly 2 img_scales (the bounds), "
                             f"got {len(scales)}")
+        if not training:  # test pipelines resize to the single img_scale
+            scales, multiscale_mode = [img_scale], None
     if not 0.0 <= float(flip_ratio) <= 1.0:
         raise KdetError(f"flip_ratio must be in [0, 1], got {flip_ratio!r}")
     if not isinstance(size_divisor, (int, np.integer)) or size_divisor < 1:
@@ -262,7 +281,7 @@ def _check_args(batch_size, img_scale, multiscale_mode, img_scales, flip_ratio, 
             raise KdetError("mask_size needs a fixed pad_to (masks are resized from the "
                             "padded canvas, which must be the same for every image)")
         mask_size = T.check_img_scale(mask_size, "mask_size")
-    return img_scale, scales, pad_to, mask_size
+    return scales, multiscale_mode, pad_to, mask_size
 
 
 def detection_dataset(records, training=True, batch_size=2, img_scale=(1333, 800),
@@ -275,10 +294,10 @@ def detection_dataset(records, training=True, batch_size=2, img_scale=(1333, 800
 
     See `coco_dataset` for the arguments and the module docstring for the output.
     """
-    img_scale, scales, pad_to, mask_size = _check_args(
-        batch_size, img_scale, multiscale_mode, img_scales, flip_ratio, style, size_divisor,
-        pad_to, max_instances, mask_size, with_masks)
     training = bool(training)
+    scales, multiscale_mode, pad_to, mask_size = _check_args(
+        training, batch_size, img_scale, multiscale_mode, img_scales, flip_ratio, style,
+        size_divisor, pad_to, max_instances, mask_size, with_masks)
     filter_empty_gt = training if filter_empty_gt is None else bool(filter_empty_gt)
     shuffle = training if shuffle is None else bool(shuffle)
     deterministic = (seed is not None or not training) if deterministic is None \
@@ -302,8 +321,7 @@ def detection_dataset(records, training=True, batch_size=2, img_scale=(1333, 800
     # the same seed gives the same batches whatever the parallelism.
     rand = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip((ds, rand))
-    loader = _Loader(records, training, scales if multiscale_mode else [img_scale],
-                     multiscale_mode, flip_ratio, style, size_divisor, pad_to, max_instances,
+    loader = _Loader(records, training, scales, multiscale_mode, flip_ratio, style, size_divisor, pad_to, max_instances,
                      with_masks, mask_size, strict)
     ds = ds.map(loader, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     ds = ds.filter(_is_ok).map(_drop_ok)
@@ -332,8 +350,10 @@ def coco_dataset(ann_file, image_dir, training=True, batch_size=2, img_scale=(13
         partial batch; False -> one scale, no flip, every image in id order.
       batch_size: images per batch.
       img_scale: (long, short) edge bound of the keep-ratio resize, mmdet's (1333, 800).
+        A list of scales, as in mmdet configs, means `img_scales=` that list (training).
       multiscale_mode: None, 'range' or 'value' (training only) over `img_scales`, e.g.
-        [(1333, 640), (1333, 800)] as the seeds' mstrain configs.
+        [(1333, 640), (1333, 800)] as the seeds' mstrain configs; evaluation uses
+        `img_scale`.
       flip_ratio: probability of a horizontal flip in training (mmdet 0.5).
       style: 'pytorch' (RGB, mean/std) or 'caffe' (BGR, mean, std 1).
       size_divisor: pad H, W up to a multiple of this (mmdet 32); ignored with `pad_to`.

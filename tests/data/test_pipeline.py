@@ -152,6 +152,16 @@ def test_multiscale_range_and_value(shapes_small):
     d = _all(coco_dataset(shapes_small.train_ann, shapes_small.image_dir,
                           multiscale_mode="value", **kw))
     assert set(d["img_shape"][:, 0].tolist()) == {160, 200}
+    # mmdet config style: Resize(img_scale=[...]) defaults to multiscale_mode='range'
+    kw.pop("img_scales")
+    d = _all(coco_dataset(shapes_small.train_ann, shapes_small.image_dir, img_scale=scales,
+                          **kw))
+    h = d["img_shape"][:, 0]
+    assert h.min() >= 160 and h.max() <= 200 and len(set(h.tolist())) >= 4
+    # evaluation ignores the multi-scale settings: one scale, the img_scale
+    d = _all(coco_dataset(shapes_small.val_ann, shapes_small.image_dir, training=False,
+                          img_scale=(400, 180), img_scales=scales, multiscale_mode="range"))
+    assert set(d["img_shape"][:, 0].tolist()) == {180}
 
 
 def test_crowd_is_ignore_and_truncation(tmp_path):
@@ -248,6 +258,9 @@ def test_corrupt_and_truncated_images_are_skipped(tmp_path):
     (dict(multiscale_mode="ranges"), "unknown multiscale_mode"),
     (dict(multiscale_mode="range"), "needs img_scales"),
     (dict(multiscale_mode="range", img_scales=[(1, 2), (3, 4), (5, 6)]), "exactly 2"),
+    (dict(img_scales=[(1, 2), (3, 4)]), "needs multiscale_mode"),
+    (dict(training=False, img_scale=[(400, 160), (400, 200)]), "one scale"),
+    (dict(img_scale=(1333,)), "img_scale must be a pair"),
     (dict(batch_size=0), "batch_size"),
     (dict(flip_ratio=1.5), "flip_ratio"),
     (dict(size_divisor=0), "size_divisor"),
