@@ -79,12 +79,15 @@ def aligned_overlaps(boxes1, boxes2, mode="iou", eps=IOU_EPS):
 
 
 def _overlaps(b1, b2, mode, eps):
-    area1 = (b1[..., 2] - b1[..., 0]) * (b1[..., 3] - b1[..., 1])
-    area2 = (b2[..., 2] - b2[..., 0]) * (b2[..., 3] - b2[..., 1])
-    lt = tf.maximum(b1[..., :2], b2[..., :2])
-    rb = tf.minimum(b1[..., 2:], b2[..., 2:])
-    wh = tf.maximum(rb - lt, 0.0)
-    overlap = wh[..., 0] * wh[..., 1]
+    # Per coordinate rather than on [..., 2] pairs: for anchors x gts the
+    # broadcast temporaries are [B, N, A], half the memory of [B, N, A, 2].
+    ax1, ay1, ax2, ay2 = (b1[..., i] for i in range(4))
+    bx1, by1, bx2, by2 = (b2[..., i] for i in range(4))
+    area1 = (ax2 - ax1) * (ay2 - ay1)
+    area2 = (bx2 - bx1) * (by2 - by1)
+    iw = tf.maximum(tf.minimum(ax2, bx2) - tf.maximum(ax1, bx1), 0.0)
+    ih = tf.maximum(tf.minimum(ay2, by2) - tf.maximum(ay1, by1), 0.0)
+    overlap = iw * ih
     if mode == "iof":
         union = area1 + tf.zeros_like(overlap)
     else:
@@ -93,10 +96,9 @@ def _overlaps(b1, b2, mode, eps):
     ious = overlap / union
     if mode != "giou":
         return ious
-    enclose_lt = tf.minimum(b1[..., :2], b2[..., :2])
-    enclose_rb = tf.maximum(b1[..., 2:], b2[..., 2:])
-    enclose_wh = tf.maximum(enclose_rb - enclose_lt, 0.0)
-    enclose_area = tf.maximum(enclose_wh[..., 0] * enclose_wh[..., 1], eps)
+    ew = tf.maximum(tf.maximum(ax2, bx2) - tf.minimum(ax1, bx1), 0.0)
+    eh = tf.maximum(tf.maximum(ay2, by2) - tf.minimum(ay1, by1), 0.0)
+    enclose_area = tf.maximum(ew * eh, eps)
     return ious - (enclose_area - union) / enclose_area
 
 
