@@ -33,9 +33,6 @@ def mmdet_to_pycls(state_dict):
     bare = not any(k.startswith("backbone.") for k in state_dict)
     out, left = collections.OrderedDict(), []
     for key, value in state_dict.items():
-        if key.rsplit(".", 1)[-1] in keymaps.IGNORED_SUFFIXES:
-            left.append(key)
-            continue
         canon = keymaps.mmdet_key(key, bare)
         new = keymaps.to_pycls_key(canon) if canon and canon.startswith(("backbone.", "head.fc.")) else None
         if new is None:
