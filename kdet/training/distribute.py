@@ -103,6 +103,7 @@ def make_strategy(kind="auto", devices=None):
         if not os.environ.get("TF_CONFIG"):
             raise KdetError("multi_worker strategy needs the TF_CONFIG environment variable "
                             "(see docs/training.md)")
+        enable_keras_multi_worker_fixes()
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise KdetError(f"unknown strategy kind {kind!r}: auto, default, mirrored, multi_worker")
 
@@ -144,3 +145,63 @@ def worker_dir(work_dir):
         return work_dir
     ttype, index = task_info()
     return os.path.join(work_dir, "workers", f"{ttype}_{index}")
+
+
+_PATCHED = []
+
+
+def _is_multi_worker(strategy):
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
+def enable_keras_multi_worker_fixes():
+    """Works around two Keras 3 (3.15) bugs that stop ``fit`` under
+    ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585); called by
+    ``make_strategy("multi_worker")``, idempotent, no effect on other strategies.
+
+    1. ``fit`` first reduces one distributed input batch with ``strategy.reduce("MEAN")``
+       in eager mode just to learn its shapes, which fails across workers; the fix takes
+       the shapes from the local replica's batch.
+    2. Each step's metrics (scalars) are reduced with ``axis=0``, which fails on rank 0;
+       the fix reduces scalars with ``axis=None`` (the mean over replicas).
+    """
+    if _PATCHED:
+        return
+    from keras import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    def local(v):
+        if isinstance(v, tf.distribute.DistributedValues):
+            return v._values[0] if hasattr(v, "_values") else v
+        return v
+
+    original_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if strategy is None or iterator is None or not _is_multi_worker(strategy):
+            return original_build(self, iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            data_batch = tree.map_structure(local, next(it))
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not _is_multi_worker(strategy):
+            return original_reduce(values, strategy, reduction)
+
+        def _reduce(v):
+            if not isinstance(v, tf.distribute.DistributedValues):
+                return v
+            rank = strategy.experimental_local_results(v)[0].shape.rank
+            return strategy.reduce("MEAN", v, axis=0 if rank else None)
+
+        return tree.map_structure(_reduce, values)
+
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    _PATCHED.append(True)
