@@ -13,7 +13,9 @@ Crowd regions (``gt_ignore``): with ``ignore_iof_thr > 0`` boxes whose IoF with 
 crowd box exceeds it get overlaps -1 (so they stay ignored unless step 4 picks
 them). An image with no (non-crowd) ground truth makes all its valid boxes
 negative. Invalid boxes (``box_valid`` False, e.g. anchors in the batch padding)
-take no part and come out ignored.
+take no part and come out ignored. One deliberate difference: a gt whose best
+IoU is 0 (it overlaps no box, e.g. a zero-area box) gets no low-quality match,
+where mmdet with ``min_pos_iou=0`` would give it every box of IoU 0.
 """
 import tensorflow as tf
 
@@ -118,7 +120,10 @@ class MaxIoUAssigner:
         if self.match_low_quality:
             n = tf.shape(overlaps)[1]
             gt_max = tf.reduce_max(overlaps, axis=2)  # [B, N] (valid boxes dominate)
-            cond = real & (gt_max >= self.min_pos_iou)  # [B, N]
+            # kdet guard: a gt overlapping no box at all (e.g. a zero-area box)
+            # matches nothing. mmdet would, with min_pos_iou 0 (RetinaNet, PAA),
+            # hand it every box of IoU 0, i.e. almost all anchors.
+            cond = real & (gt_max >= self.min_pos_iou) & (gt_max > 0)  # [B, N]
             if self.gt_max_assign_all:
                 match = tf.equal(overlaps, gt_max[:, :, None]) & box_valid[:, None, :]
             else:

@@ -35,7 +35,8 @@ def mmdet_assign(cfg, bboxes, gt_bboxes, gt_labels, gt_ignore_boxes):
     gt_inds[pos] = argmax_ov[pos] + 1
     if cfg.get("match_low_quality", True):
         for i in range(k):
-            if gt_max[i] >= cfg.get("min_pos_iou", 0.0):
+            # kdet's one deviation: a gt overlapping no box gets no low-quality match
+            if gt_max[i] >= cfg.get("min_pos_iou", 0.0) and gt_max[i] > 0:
                 if cfg.get("gt_max_assign_all", True):
                     gt_inds[overlaps[i, :] == gt_max[i]] = i + 1
                 else:
@@ -54,6 +55,10 @@ def make_case(rng, batch=3, num_anchors=60, max_gt=6):
     gxy = rng.integers(0, 80, (batch, max_gt, 2)).astype(np.float32)
     gwh = rng.integers(4, 30, (batch, max_gt, 2)).astype(np.float32)
     gt = np.concatenate([gxy, gxy + gwh], -1)
+    # half the gts are jittered anchors, so IoUs above 0.5-0.7 occur too
+    picks = rng.integers(0, num_anchors, (batch, max_gt // 2))
+    jitter = rng.uniform(-2, 2, (batch, max_gt // 2, 4)).astype(np.float32)
+    gt[:, :max_gt // 2] = np.take_along_axis(anchors, picks[..., None], 1) + jitter
     labels = rng.integers(0, 5, (batch, max_gt)).astype(np.int32)
     counts = rng.integers(0, max_gt + 1, batch)
     counts[0] = 0  # always one image without objects
@@ -83,6 +88,7 @@ def check_against_reference(cfg, anchors, gt, labels, ignore, valid):
         assert (got[~valid[b]] == -1).all()
         np.testing.assert_allclose(res.max_overlaps.numpy()[b][v], ref_ov, atol=1e-6)
         np.testing.assert_array_equal(res.labels.numpy()[b][v], ref_labels)
+    return int((res.gt_inds.numpy() > 0).sum())
 
 
 CONFIGS = [
@@ -98,8 +104,8 @@ CONFIGS = [
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_matches_mmdet_reference(cfg):
     rng = np.random.default_rng(len(str(cfg)))
-    for _ in range(3):
-        check_against_reference(cfg, *make_case(rng))
+    positives = sum(check_against_reference(cfg, *make_case(rng)) for _ in range(3))
+    assert positives > 0  # the random cases do reach the positive branches
 
 
 def test_shared_anchors_padding_and_hand_case():
@@ -113,6 +119,14 @@ def test_shared_anchors_padding_and_hand_case():
     np.testing.assert_allclose(res.max_overlaps.numpy(), [[0.9, 0, 1, 0]], atol=1e-6)
     np.testing.assert_array_equal(res.pos_mask.numpy(), [[True, False, True, False]])
     np.testing.assert_allclose(res.gather_gt(gt).numpy()[0, 0], [0, 0, 10, 9])
+
+
+def test_degenerate_gt_does_not_take_every_anchor():
+    anchors = np.array([[0, 0, 16, 16], [16, 0, 32, 16], [0, 16, 16, 32]], np.float32)
+    gt = np.array([[[5, 5, 5, 9], [0, 0, 16, 14]]], np.float32)  # zero-width box first
+    labels = np.array([[1, 2]], np.int32)
+    res = MaxIoUAssigner(0.5, 0.4, min_pos_iou=0.0).assign(anchors, gt, labels)  # RetinaNet
+    np.testing.assert_array_equal(res.gt_inds.numpy(), [[2, 0, 0]])
 
 
 def test_xla_compiles_and_matches():
