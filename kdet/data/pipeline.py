@@ -321,8 +321,8 @@ def detection_dataset(records, training=True, batch_size=2, img_scale=(1333, 800
     # the same seed gives the same batches whatever the parallelism.
     rand = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip((ds, rand))
-    loader = _Loader(records, training, scales, multiscale_mode, flip_ratio, style, size_divisor, pad_to, max_instances,
-                     with_masks, mask_size, strict)
+    loader = _Loader(records, training, scales, multiscale_mode, flip_ratio, style,
+                     size_divisor, pad_to, max_instances, with_masks, mask_size, strict)
     ds = ds.map(loader, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     ds = ds.filter(_is_ok).map(_drop_ok)
     if not strict:  # last resort for other decode failures (logged by TF, not raised)

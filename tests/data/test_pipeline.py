@@ -281,3 +281,20 @@ def test_bad_paths(shapes_small, tmp_path):
     with pytest.warns(UserWarning, match="image file missing"), \
             pytest.raises(KdetError, match="no usable image"):
         coco_dataset(shapes_small.val_ann, tmp_path)
+
+
+def test_any_reader_plugs_in(tmp_path):
+    """A sibling reader (VOC-like: boxes only, no segmentation) only builds ImageRecords."""
+    from kdet.data import ImageRecord, detection_dataset
+    write_coco(str(tmp_path), [{"id": 1, "file_name": "v.png", "array": solid(20, 40, 30)}], [])
+    rec = ImageRecord(path=str(tmp_path / "img" / "v.png"), image_id=42, height=20, width=40,
+                      boxes=np.array([[4, 2, 12, 10], [0, 0, 40, 20]], np.float32),
+                      labels=np.array([3, 0], np.int32), iscrowd=np.array([False, True]),
+                      segmentations=[None, None])
+    d = _all(detection_dataset([rec], training=False, batch_size=1, img_scale=(80, 40),
+                               with_masks=True, max_instances=3))
+    assert d["image_id"].tolist() == [42] and d["img_shape"].tolist() == [[40, 80]]
+    np.testing.assert_array_equal(d["boxes"][0, :2], [[8, 4, 24, 20], [0, 0, 80, 40]])
+    np.testing.assert_array_equal(d["ignore"][0], [False, True, False])
+    ys, xs = np.nonzero(d["masks"][0, 0])       # no segmentation: the box is the mask
+    assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (8, 4, 24, 20)
