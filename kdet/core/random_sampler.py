@@ -123,12 +123,21 @@ class RandomSampler:
         return int(self.num * self.pos_fraction)
 
     def _uniform(self, shape, seed, salt):
+        """U[0, 1) scores: a fresh seed from the generator per draw, or the given
+        stateless seed + ``salt``; replicas of a distribution strategy get
+        distinct streams (their replica id shifts the seed's first word)."""
         if seed is None:
-            return keras.random.uniform(shape, seed=self.seed_generator)
-        seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
-        if seed.shape.rank == 0:
-            seed = tf.stack([seed, 0])
-        return tf.random.stateless_uniform(shape, seed=seed + tf.constant([0, salt]))
+            seed = tf.cast(self.seed_generator.next(), tf.int64)  # unique per draw
+        else:
+            seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+            if seed.shape.rank == 0:
+                seed = tf.stack([seed, tf.constant(0, tf.int64)])
+            seed = seed + tf.constant([0, salt], tf.int64)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            replica = tf.cast(ctx.replica_id_in_sync_group, tf.int64)
+            seed = seed + tf.stack([replica * 1000003, tf.constant(0, tf.int64)])
+        return tf.random.stateless_uniform(shape, seed=seed)
 
     def sample(self, assign_result, boxes=None, gt_boxes=None, gt_labels=None, gt_ignore=None,
                seed=None):

@@ -1,4 +1,8 @@
 """RandomSampler: counts, fractions, ordering, uniformity, seeding, add_gt_as_proposals."""
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -119,6 +123,33 @@ def test_xla_with_seed_generator():
     res = f(assignment(g))
     np.testing.assert_array_equal(res.num_neg.numpy(), [12, 6, 3])
     check_sample_sets(res, g)
+
+
+MIRRORED = textwrap.dedent("""
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from kdet.core import AssignResult, RandomSampler
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        sampler = RandomSampler(8, 0.25, add_gt_as_proposals=False, seed=1)
+    g = np.zeros((1, 40), np.int32)
+    g[0, :10] = 1
+    a = AssignResult(tf.constant(g), tf.zeros([1, 40]), tf.constant(g))
+    step = tf.function(lambda: strategy.run(lambda: sampler.sample(a).indices))
+    for _ in range(2):
+        r0, r1 = [t.numpy() for t in strategy.experimental_local_results(step())]
+        print(int((r0 != r1).any()))
+""")
+
+
+@pytest.mark.slow  # a fresh TensorFlow process: ~10-20 s on the shared 2-core machine
+def test_replicas_draw_distinct_samples_under_mirrored_strategy():
+    # a fresh process: logical CPU devices must be set before TensorFlow starts
+    out = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True,
+                         timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["1", "1"]
 
 
 def test_bad_arguments():
