@@ -308,6 +308,9 @@ def detection_dataset(records, training=True, batch_size=2, img_scale=(1333, 800
     if not records:
         raise KdetError("no image left after filtering images without objects "
                         "(filter_empty_gt=True)")
+    if drop_remainder and len(records) < batch_size:
+        raise KdetError(f"only {len(records)} usable image(s) but batch_size={batch_size} with "
+                        "drop_remainder: every batch would be dropped")
     too_many = [r for r in records if r.num_objects > max_instances]
     if too_many:
         warnings.warn(f"{len(too_many)} image(s) have more than max_instances={max_instances} "

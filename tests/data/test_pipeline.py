@@ -262,6 +262,7 @@ def test_corrupt_and_truncated_images_are_skipped(tmp_path):
     (dict(training=False, img_scale=[(400, 160), (400, 200)]), "one scale"),
     (dict(img_scale=(1333,)), "img_scale must be a pair"),
     (dict(batch_size=0), "batch_size"),
+    (dict(batch_size=8), "would be dropped"),          # 4 val images, training=True
     (dict(flip_ratio=1.5), "flip_ratio"),
     (dict(size_divisor=0), "size_divisor"),
     (dict(max_instances=0), "max_instances"),
