@@ -213,7 +213,8 @@ class COCOEvaluator:
     def _full_masks(self, masks, boxes, orig_hw, scale_yx, img_shape):
         """[K, mh, mw] or [K, H, W] -> [K, h, w] uint8 masks on the original image."""
         if masks.ndim != 3:
-            raise KdetError(f"predictions['masks'] must be [B, M, mh, mw], got per-image {masks.shape}")
+            raise KdetError("predictions['masks'] must be [B, M, mh, mw], got per-image "
+                            f"{masks.shape}")
         h, w = orig_hw
         if img_shape is None:
             img_shape = (int(round(h * scale_yx[0])), int(round(w * scale_yx[1])))

@@ -40,7 +40,8 @@ def test_two_workers_on_localhost_match_a_single_process(tmp_path):
     assert all(w["replicas"] == 2 for w in workers.values()) and one["replicas"] == 1
     # Synchronous data parallelism: both workers end with the same weights, and (losses
     # normalised with normalize_by_positives) the same as one process on the whole batch.
-    assert abs(workers["worker:0"]["weights_checksum"] - workers["worker:1"]["weights_checksum"]) < 1e-5
+    w0, w1 = workers["worker:0"], workers["worker:1"]
+    assert abs(w0["weights_checksum"] - w1["weights_checksum"]) < 1e-5
     assert abs(workers["worker:0"]["weights_checksum"] - one["weights_checksum"]) < 1e-4
     assert abs(workers["worker:0"]["loss"][-1] - one["loss"][-1]) < 1e-4
     # The chief writes into the work dir, the other worker into workers/worker_1.
