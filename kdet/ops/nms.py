@@ -32,8 +32,8 @@ def _check_threshold(name, value, lo=None, hi=None):
 
 
 def _check_inputs(fn, boxes, scores, class_ids=None, batched=False):
-    boxes = tf.convert_to_tensor(boxes)
-    scores = tf.convert_to_tensor(scores)
+    boxes = tf.convert_to_tensor(boxes, dtype_hint=tf.float32)
+    scores = tf.convert_to_tensor(scores, dtype_hint=tf.float32)
     lead = "[B, N" if batched else "[N"
     if not boxes.dtype.is_floating or not scores.dtype.is_floating:
         raise KdetError(f"{fn}: boxes and scores must be floating tensors, got "

@@ -50,8 +50,10 @@ def _check_args(features, rois, output_size, spatial_scale, sampling_ratio, alig
                         f"got {sampling_ratio!r}")
     if not isinstance(aligned, bool):
         raise KdetError(f"roi_align: aligned must be a bool, got {aligned!r}")
-    features = tf.convert_to_tensor(features)
-    rois = tf.convert_to_tensor(rois)
+    # dtype_hint: Python lists of numbers become float32; integer tensors/arrays stay integer
+    # and are rejected below.
+    features = tf.convert_to_tensor(features, dtype_hint=tf.float32)
+    rois = tf.convert_to_tensor(rois, dtype_hint=tf.float32)
     for name, t in (("features", features), ("rois", rois)):
         if t.dtype not in _FLOAT_DTYPES:
             raise KdetError(f"roi_align: {name} must be a floating tensor (float16, bfloat16, "
