@@ -7,7 +7,8 @@ from kdet.training.optimizers import (  # noqa: F401
     sgd,
 )
 from kdet.training.distribute import (  # noqa: F401
-    all_reduce_mean, all_reduce_sum, is_chief, make_strategy, normalize_by_positives,
-    num_replicas, positives_normalizer, scale_replica_mean, worker_dir,
+    all_reduce_mean, all_reduce_sum, cluster_spec, enable_keras_multi_worker_fixes, is_chief,
+    make_strategy, normalize_by_positives, num_replicas, positives_normalizer,
+    scale_replica_mean, task_info, worker_dir,
 )
 from kdet.training.callbacks import BackupAndRestore, fit_callbacks  # noqa: F401
