@@ -115,3 +115,21 @@ def test_rounding_variants_match_references(arch):
         ws, ds, gs = fn(**a)
         got = regnet_stages(arch, rounding=rounding)
         assert (got["widths"], got["depths"], got["group_widths"]) == (ws, ds, gs), rounding
+
+
+# torchvision's published parameter counts (torchvision/models/regnet.py, Weights meta
+# "num_params") for the RegNets it ships that kdet also has (it has no 4/6.4/12 GF models).
+TORCHVISION_NUM_PARAMS = {
+    "regnetx_400mf": 5_495_976, "regnetx_800mf": 7_259_656, "regnetx_1.6gf": 9_190_136,
+    "regnetx_3.2gf": 15_296_552, "regnetx_8.0gf": 39_572_648,
+    "regnety_400mf": 4_344_144, "regnety_800mf": 6_432_512, "regnety_1.6gf": 11_202_430,
+    "regnety_3.2gf": 19_436_338, "regnety_8.0gf": 39_381_472,
+}
+
+
+@pytest.mark.parametrize("arch", list(TORCHVISION_NUM_PARAMS))
+def test_torchvision_reference_matches_published_param_counts(arch):
+    """The torch re-implementation of torchvision's width rule (which kdet's "torchvision"
+    rounding equals, see above) reproduces torchvision's published parameter counts."""
+    model = ref.TvRegNet(REGNET_ARCHS[arch], num_classes=1000)
+    assert sum(p.numel() for p in model.parameters()) == TORCHVISION_NUM_PARAMS[arch]
