@@ -200,3 +200,22 @@ def test_cuda_sources_compile_with_nvcc():
         data = obj.read_bytes()
         assert b".nv_fatbin" in data or b"__nv_module_id" in data, f"{obj} has no device code"
     assert {o.name for o in objects} >= {"roi_align.cu.cc.o", "roi_align.cc.o"}
+
+
+@needs_cxx
+def test_cli_ops_info_and_build(capsys):
+    from kdet.cli import main
+    assert main(["ops", "info"]) == 0
+    out = capsys.readouterr().out
+    assert "roi_align runs" in out and "custom outside XLA" in out and tf.__version__ in out
+    assert main(["ops", "build", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "kdet_roi_align" in out and str(build.plan()["library"]) in out
+
+
+def test_cli_ops_build_without_compiler_is_one_line_error(monkeypatch, tmp_path, capsys):
+    from kdet.cli import main
+    monkeypatch.setenv("KDET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "kdet-no-such-compiler")
+    assert main(["ops", "build"]) == 2
+    assert "no C++ compiler found" in capsys.readouterr().err
