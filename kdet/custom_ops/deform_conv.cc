@@ -11,9 +11,9 @@
 // Semantics follow mmcv's deformable_im2col / modulated_deformable_im2col (see
 // deform_conv.h for the sampling rule). The CPU kernel is bilinear im2col + GEMM over blocks
 // of output pixels, in parallel on TensorFlow's intra-op thread pool; the backward pass
-// recomputes the columns chunk by chunk (bounded memory), then runs the two GEMMs, col2im
-// (sharded over channels, so no two threads write the same input element) and the
-// offset/mask gradients (sharded over output pixels). half and bfloat16 inputs are converted
+// recomputes the columns chunk by chunk (bounded memory), then runs the two GEMMs, the
+// offset/mask gradients (sharded over output pixels) and col2im (contiguous row ranges, each
+// scattering into a private copy of the image's input gradient, summed at the end). half and bfloat16 inputs are converted
 // to float32 and accumulated in float32; float64 is computed in float64 (gradient checks).
 #include <algorithm>
 #include <cstring>
@@ -330,6 +330,8 @@ void Im2Col(const DeformConvParams& p, const S* input, const S* offset, const S*
 constexpr int64_t kBlockRows = 256;
 // Elements per column buffer in the backward pass (two such buffers: 2 x 32 MB in float32).
 constexpr int64_t kChunkElements = int64_t{8} << 20;
+// Most private copies of an image's input gradient that col2im scatters into at once.
+constexpr int64_t kMaxScatterSplits = 8;
 
 // ------------------------------------------------------------------------ forward
 
@@ -437,9 +439,9 @@ class DeformConv2dGradOp : public DeformConvBase {
     std::fill(gb, gb + gb_t->NumElements(), S(0));
     // goff / gm are written exactly once per element below (every row is visited).
 
-    const int64_t rows = p.rows();
-    if (rows > 0 && p.out_channels > 0) Backward(ctx, p, x, off, m, w, go, gx, goff, gm, gw, gb);
-    else {
+    if (p.rows() > 0 && p.out_channels > 0) {
+      Backward(ctx, p, x, off, m, w, go, gx, goff, gm, gw, gb);
+    } else {
       std::fill(goff, goff + goff_t->NumElements(), S(0));
       std::fill(gm, gm + gm_t->NumElements(), S(0));
     }
@@ -467,134 +469,177 @@ class DeformConv2dGradOp : public DeformConvBase {
                 const S* m, const S* w, const S* go, S* gx, S* goff, S* gm, S* gw,
                 S* gb) const {
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-    const int64_t rows = p.rows(), cw = p.col_width(), kp = p.kernel_points();
+    const int64_t cw = p.col_width(), kp = p.kernel_points();
     const int64_t kcg = kp * p.group_channels(), cout = p.out_channels;
     const int64_t coutg = p.group_out_channels(), cdg = p.deform_group_channels();
     const int64_t pix = p.out_height * p.out_width;
-    const int64_t chunk_rows =
-        std::max<int64_t>(kBlockRows, (kChunkElements / std::max<int64_t>(cw, 1)) /
-                                          kBlockRows * kBlockRows);
-    const int64_t chunk = std::min(rows, chunk_rows);
+    const int64_t image_size = p.height * p.width * p.channels;
+    // Chunks stay inside one image; at most kChunkElements elements per column buffer.
+    const int64_t chunk = std::min(
+        pix, std::max<int64_t>(kBlockRows, (kChunkElements / std::max<int64_t>(cw, 1)) /
+                                               kBlockRows * kBlockRows));
     std::vector<S> col(chunk * cw), gcol(chunk * cw);
+    // col2im runs over contiguous row ranges, each scattering into its own copy of the
+    // image's input gradient (rows sample anywhere, so ranges may hit the same pixels); the
+    // copies are summed per image. Channel-sharding instead would stride through memory by
+    // whole pixels (1 KB for 256 channels) and thrash the caches.
+    const int64_t splits = std::max<int64_t>(
+        1, std::min<int64_t>({kMaxScatterSplits, pool->NumThreads(),
+                              (chunk + kBlockRows - 1) / kBlockRows}));
+    std::vector<std::vector<S>> scatter(splits > 1 ? splits : 0);
+    for (auto& buf : scatter) buf.resize(image_size);
 
-    for (int64_t c0 = 0; c0 < rows; c0 += chunk) {
-      const int64_t c1 = std::min(rows, c0 + chunk), n = c1 - c0;
+    for (int64_t b = 0; b < p.batch; ++b) {
+      S* gimage = gx + b * image_size;
+      for (auto& buf : scatter) std::fill(buf.begin(), buf.end(), S(0));
+      for (int64_t c0 = b * pix; c0 < (b + 1) * pix; c0 += chunk) {
+        const int64_t c1 = std::min((b + 1) * pix, c0 + chunk), n = c1 - c0;
+        BackwardRows(pool, p, x, off, m, w, go, goff, gm, c0, c1, col.data(), gcol.data());
 
-      // 1) columns, column gradients (grad_output x weight^T), offset and mask gradients.
-      auto rows_work = [&](int64_t first, int64_t last) {
-        Bilinear<S> s;
-        for (int64_t blk = first; blk < last; ++blk) {
-          const int64_t r0 = c0 + blk * kBlockRows, r1 = std::min(c1, r0 + kBlockRows);
-          const int64_t nb = r1 - r0;
-          S* colb = col.data() + (r0 - c0) * cw;
-          S* gcolb = gcol.data() + (r0 - c0) * cw;
-          Im2Col(p, x, off, m, r0, r1, colb);
-          for (int64_t g = 0; g < p.groups; ++g) {
-            ConstMap<S> gog(go + r0 * cout + g * coutg, nb, coutg, Eigen::OuterStride<>(cout));
-            ConstMap<S> wg(w + g * coutg, kcg, coutg, Eigen::OuterStride<>(cout));
-            MutMap<S> gc(gcolb + g * kcg, nb, kcg, Eigen::OuterStride<>(cw));
-            gc.noalias() = gog * wg.transpose();
+        // col2im: scatter the column gradients into grad_input.
+        auto col2im = [&](int64_t first, int64_t last) {
+          for (int64_t u = first; u < last; ++u) {
+            S* dst = splits > 1 ? scatter[u].data() : gimage;
+            const int64_t r0 = c0 + n * u / splits, r1 = c0 + n * (u + 1) / splits;
+            Col2Im(p, off, m, gcol.data() + (r0 - c0) * cw, r0, r1, dst);
           }
-          for (int64_t r = r0; r < r1; ++r) {
-            const S* image = x + (r / pix) * p.height * p.width * p.channels;
-            const S* grow = gcolb + (r - r0) * cw;
-            for (int64_t dg = 0; dg < p.deform_groups; ++dg) {
-              for (int64_t k = 0; k < kp; ++k) {
-                SamplePoint(p, off, r, dg, k, &s);
-                // G[i] = sum over the deform group's channels of grad_col * corner value i.
-                S G[4] = {S(0), S(0), S(0), S(0)};
-                if (s.inside) {
-                  ForColumnSegments(p, k, dg * cdg, (dg + 1) * cdg,
-                                    [&](int64_t dst, int64_t c, int64_t len) {
-                    const S* gr = grow + dst;
-                    for (int i = 0; i < 4; ++i) {
-                      if (!s.ok[i]) continue;
-                      const S* v = image + (s.y[i] * p.width + s.x[i]) * p.channels + c;
-                      S acc = S(0);
-                      for (int64_t j = 0; j < len; ++j) acc += gr[j] * v[j];
-                      G[i] += acc;
-                    }
-                  });
-                }
-                const S mk = p.use_mask ? m[r * p.mask_channels() + dg * kp + k] : S(1);
-                S dh[4], dw[4];
-                s.DerivH(dh);
-                s.DerivW(dw);
-                S gh = S(0), gww = S(0), gmk = S(0);
-                if (s.inside) {
-                  for (int i = 0; i < 4; ++i) {
-                    gh += dh[i] * G[i];
-                    gww += dw[i] * G[i];
-                    gmk += s.weight[i] * G[i];  // weight is 0 for corners outside the map
-                  }
-                }
-                S* go_off = goff + r * p.offset_channels() + (dg * kp + k) * 2;
-                go_off[0] = gh * mk;
-                go_off[1] = gww * mk;
-                if (p.use_mask) gm[r * p.mask_channels() + dg * kp + k] = gmk;
-              }
-            }
-          }
-        }
-      };
-      const int64_t blocks = (n + kBlockRows - 1) / kBlockRows;
-      pool->ParallelFor(blocks, kBlockRows * cw * (coutg * 2 + 16), rows_work);
+        };
+        pool->ParallelFor(splits, n / splits * kp * (cdg * 8 + 40) * p.deform_groups, col2im);
 
-      // 2) col2im: scatter the column gradients into grad_input, sharded over channels.
-      const int64_t shard_channels = std::max<int64_t>(8, (p.channels + 15) / 16);
-      const int64_t shards = (p.channels + shard_channels - 1) / shard_channels;
-      auto col2im = [&](int64_t first, int64_t last) {
-        Bilinear<S> s;
-        for (int64_t sh = first; sh < last; ++sh) {
-          const int64_t lo = sh * shard_channels;
-          const int64_t hi = std::min(p.channels, lo + shard_channels);
-          const int64_t dg0 = lo / cdg, dg1 = (hi - 1) / cdg;
+        // grad_weight += columns^T x grad_output, sharded over the rows of grad_weight.
+        constexpr int64_t kWeightRows = 64;
+        const int64_t wblocks_per_group = (kcg + kWeightRows - 1) / kWeightRows;
+        auto weight_work = [&](int64_t first, int64_t last) {
+          for (int64_t u = first; u < last; ++u) {
+            const int64_t g = u / wblocks_per_group;
+            const int64_t k0 = (u % wblocks_per_group) * kWeightRows;
+            const int64_t nk = std::min(kcg, k0 + kWeightRows) - k0;
+            ConstMap<S> a(col.data() + g * kcg + k0, n, nk, Eigen::OuterStride<>(cw));
+            ConstMap<S> gog(go + c0 * cout + g * coutg, n, coutg, Eigen::OuterStride<>(cout));
+            MutMap<S> gwg(gw + k0 * cout + g * coutg, nk, coutg, Eigen::OuterStride<>(cout));
+            gwg.noalias() += a.transpose() * gog;
+          }
+        };
+        pool->ParallelFor(p.groups * wblocks_per_group, n * kWeightRows * coutg * 2,
+                          weight_work);
+
+        if (p.use_bias) {
           for (int64_t r = c0; r < c1; ++r) {
-            S* gimage = gx + (r / pix) * p.height * p.width * p.channels;
-            const S* grow = gcol.data() + (r - c0) * cw;
-            for (int64_t dg = dg0; dg <= dg1; ++dg) {
-              for (int64_t k = 0; k < kp; ++k) {
-                SamplePoint(p, off, r, dg, k, &s);
-                if (!s.inside) continue;
-                const S mk = p.use_mask ? m[r * p.mask_channels() + dg * kp + k] : S(1);
-                const int64_t lo_c = std::max(lo, dg * cdg), hi_c = std::min(hi, (dg + 1) * cdg);
-                for (int i = 0; i < 4; ++i) {
-                  if (!s.ok[i]) continue;
-                  const S wt = s.weight[i] * mk;
-                  S* dst_image = gimage + (s.y[i] * p.width + s.x[i]) * p.channels;
-                  ForColumnSegments(p, k, lo_c, hi_c, [&](int64_t dst, int64_t c, int64_t len) {
-                    const S* gr = grow + dst;
-                    S* gi = dst_image + c;
-                    for (int64_t j = 0; j < len; ++j) gi[j] += wt * gr[j];
-                  });
-                }
+            const S* g = go + r * cout;
+            for (int64_t c = 0; c < cout; ++c) gb[c] += g[c];
+          }
+        }
+      }
+      if (splits > 1) {  // sum the scatter copies into grad_input, sharded over pixels
+        auto reduce = [&](int64_t first, int64_t last) {
+          for (int64_t i = first * p.channels; i < last * p.channels; ++i) {
+            S acc = S(0);
+            for (int64_t u = 0; u < splits; ++u) acc += scatter[u][i];
+            gimage[i] = acc;
+          }
+        };
+        pool->ParallelFor(p.height * p.width, p.channels * splits * 2, reduce);
+      }
+    }
+  }
+
+  // For output rows [c0, c1): columns into col, column gradients (grad_output x weight^T)
+  // into gcol, and the offset and mask gradients; in parallel over blocks of rows.
+  static void BackwardRows(tensorflow::thread::ThreadPool* pool, const DeformConvParams& p,
+                           const S* x, const S* off, const S* m, const S* w, const S* go,
+                           S* goff, S* gm, int64_t c0, int64_t c1, S* col, S* gcol) {
+    using Vec = Eigen::Matrix<S, Eigen::Dynamic, 1>;
+    const int64_t cw = p.col_width(), kp = p.kernel_points();
+    const int64_t kcg = kp * p.group_channels(), cout = p.out_channels;
+    const int64_t coutg = p.group_out_channels(), cdg = p.deform_group_channels();
+    const int64_t pix = p.out_height * p.out_width;
+    auto work = [&](int64_t first, int64_t last) {
+      Bilinear<S> s;
+      for (int64_t blk = first; blk < last; ++blk) {
+        const int64_t r0 = c0 + blk * kBlockRows, r1 = std::min(c1, r0 + kBlockRows);
+        const int64_t nb = r1 - r0;
+        S* colb = col + (r0 - c0) * cw;
+        S* gcolb = gcol + (r0 - c0) * cw;
+        Im2Col(p, x, off, m, r0, r1, colb);
+        for (int64_t g = 0; g < p.groups; ++g) {
+          ConstMap<S> gog(go + r0 * cout + g * coutg, nb, coutg, Eigen::OuterStride<>(cout));
+          ConstMap<S> wg(w + g * coutg, kcg, coutg, Eigen::OuterStride<>(cout));
+          MutMap<S> gc(gcolb + g * kcg, nb, kcg, Eigen::OuterStride<>(cw));
+          gc.noalias() = gog * wg.transpose();
+        }
+        for (int64_t r = r0; r < r1; ++r) {
+          const S* image = x + (r / pix) * p.height * p.width * p.channels;
+          const S* grow = gcolb + (r - r0) * cw;
+          for (int64_t dg = 0; dg < p.deform_groups; ++dg) {
+            for (int64_t k = 0; k < kp; ++k) {
+              SamplePoint(p, off, r, dg, k, &s);
+              const S mk = p.use_mask ? m[r * p.mask_channels() + dg * kp + k] : S(1);
+              // G[i] = sum over the deform group's channels of grad_col * corner value i.
+              S G[4] = {S(0), S(0), S(0), S(0)};
+              if (s.inside) {
+                ForColumnSegments(p, k, dg * cdg, (dg + 1) * cdg,
+                                  [&](int64_t dst, int64_t c, int64_t len) {
+                  Eigen::Map<const Vec> gr(grow + dst, len);
+                  for (int i = 0; i < 4; ++i) {
+                    if (!s.ok[i]) continue;
+                    G[i] += gr.dot(Eigen::Map<const Vec>(
+                        image + (s.y[i] * p.width + s.x[i]) * p.channels + c, len));
+                  }
+                });
               }
+              S dh[4], dw[4];
+              s.DerivH(dh);
+              s.DerivW(dw);
+              S gh = S(0), gww = S(0), gmk = S(0);
+              for (int i = 0; i < 4; ++i) {  // G is 0 unless inside
+                gh += dh[i] * G[i];
+                gww += dw[i] * G[i];
+                gmk += s.weight[i] * G[i];  // weight is 0 for corners outside the map
+              }
+              S* go_off = goff + r * p.offset_channels() + (dg * kp + k) * 2;
+              go_off[0] = gh * mk;
+              go_off[1] = gww * mk;
+              if (p.use_mask) gm[r * p.mask_channels() + dg * kp + k] = gmk;
             }
           }
         }
-      };
-      pool->ParallelFor(shards, n * kp * (shard_channels * 8 + 40), col2im);
+      }
+    };
+    const int64_t blocks = (c1 - c0 + kBlockRows - 1) / kBlockRows;
+    pool->ParallelFor(blocks, kBlockRows * cw * (coutg * 2 + 16), work);
+  }
 
-      // 3) grad_weight += columns^T x grad_output, sharded over the rows of grad_weight.
-      constexpr int64_t kWeightRows = 64;
-      const int64_t wblocks_per_group = (kcg + kWeightRows - 1) / kWeightRows;
-      auto weight_work = [&](int64_t first, int64_t last) {
-        for (int64_t u = first; u < last; ++u) {
-          const int64_t g = u / wblocks_per_group;
-          const int64_t k0 = (u % wblocks_per_group) * kWeightRows;
-          const int64_t nk = std::min(kcg, k0 + kWeightRows) - k0;
-          ConstMap<S> a(col.data() + g * kcg + k0, n, nk, Eigen::OuterStride<>(cw));
-          ConstMap<S> gog(go + c0 * cout + g * coutg, n, coutg, Eigen::OuterStride<>(cout));
-          MutMap<S> gwg(gw + k0 * cout + g * coutg, nk, coutg, Eigen::OuterStride<>(cout));
-          gwg.noalias() += a.transpose() * gog;
-        }
-      };
-      pool->ParallelFor(p.groups * wblocks_per_group, n * kWeightRows * coutg * 2, weight_work);
-
-      if (p.use_bias) {
-        for (int64_t r = c0; r < c1; ++r) {
-          const S* g = go + r * cout;
-          for (int64_t c = 0; c < cout; ++c) gb[c] += g[c];
+  // Scatters the column gradients of rows [r0, r1) (gcol starts at row r0) into gimage, the
+  // input gradient of the image these rows belong to, [H, W, C].
+  static void Col2Im(const DeformConvParams& p, const S* off, const S* m, const S* gcol,
+                     int64_t r0, int64_t r1, S* gimage) {
+    const int64_t cw = p.col_width(), kp = p.kernel_points();
+    const int64_t cdg = p.deform_group_channels();
+    Bilinear<S> s;
+    for (int64_t r = r0; r < r1; ++r) {
+      const S* grow = gcol + (r - r0) * cw;
+      for (int64_t dg = 0; dg < p.deform_groups; ++dg) {
+        for (int64_t k = 0; k < kp; ++k) {
+          SamplePoint(p, off, r, dg, k, &s);
+          if (!s.inside) continue;
+          const S mk = p.use_mask ? m[r * p.mask_channels() + dg * kp + k] : S(1);
+          S* dst[4];
+          S wt[4];
+          for (int i = 0; i < 4; ++i) {
+            // A corner outside the map has weight 0; it writes (zero) to the first pixel.
+            dst[i] = gimage + (s.ok[i] ? (s.y[i] * p.width + s.x[i]) * p.channels : 0);
+            wt[i] = s.weight[i] * mk;
+          }
+          ForColumnSegments(p, k, dg * cdg, (dg + 1) * cdg,
+                            [&](int64_t col_off, int64_t c, int64_t len) {
+            const S* gr = grow + col_off;
+            for (int i = 0; i < 4; ++i) {
+              if (wt[i] == S(0)) continue;
+              S* gi = dst[i] + c;
+              const S wi = wt[i];
+              for (int64_t j = 0; j < len; ++j) gi[j] += wi * gr[j];
+            }
+          });
         }
       }
     }

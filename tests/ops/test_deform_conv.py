@@ -197,6 +197,24 @@ def test_custom_op_bigger_than_one_block():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@custom
+def test_custom_backward_over_several_chunks():
+    """64x64 output pixels x (9 * 256) columns exceed one backward chunk of the C++ kernel
+    (8M column elements = 3584 rows here), so the chunk loop and the split col2im run."""
+    args, attrs = _case(6, b=1, h=64, w=64, cin=256, cout=4, deform_groups=2)
+    grads = {}
+    for impl in ("custom", "tf"):
+        ts = {k: tf.constant(v) for k, v in args.items() if v is not None}
+        with tf.GradientTape() as tape:
+            tape.watch(list(ts.values()))
+            loss = tf.reduce_sum(deform_conv2d(**ts, **attrs, implementation=impl) ** 2)
+        grads[impl] = dict(zip(ts, tape.gradient(loss, list(ts.values()))))
+    for k in grads["tf"]:
+        want = grads["tf"][k].numpy()
+        np.testing.assert_allclose(grads["custom"][k].numpy(), want,
+                                   rtol=1e-3, atol=1e-3 * np.abs(want).max(), err_msg=k)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16])
 def test_half_precision_inputs(impl, dtype):
