@@ -1,1 +1,2 @@
-"""kdet.layers."""
+"""kdet.layers: reusable Keras layers."""
+from kdet.layers.norm import FrozenStatsBatchNorm, build_norm, check_norm_cfg  # noqa: F401
