@@ -28,6 +28,10 @@ def add_arguments(parser):
                         "torchvision, else pycls)")
     parser.add_argument("--non-strict", action="store_true",
                         help="load the keys that match and report the rest instead of failing")
+    parser.add_argument("--skip-unknown-objects", action="store_true",
+                        help="read the tensors of a checkpoint that also pickles objects of "
+                        "non-allowlisted classes (e.g. a training run's message_hub), replacing "
+                        "those objects by inert placeholders; their code is never run")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--to-mmdet", action="store_true",
                       help="rename pycls keys to MMDetection's (regnet2mmdet.py); writes a .pth "
@@ -40,7 +44,8 @@ def _rename(args):
     from kdet.convert import (load_torch_file, mmdet_to_pycls, pycls_to_mmdet,
                               write_torch_checkpoint)
     from kdet.convert.torch_reader import extract_state_dict
-    state = extract_state_dict(load_torch_file(args.src), args.src)
+    raw = load_torch_file(args.src, skip_unknown_objects=args.skip_unknown_objects)
+    state = extract_state_dict(raw, args.src)
     if args.to_mmdet:
         new, left = pycls_to_mmdet(state)
         out = {"state_dict": new}  # as regnet2mmdet.py saves it
@@ -106,7 +111,7 @@ def run(args):
         raise KdetError("--num-classes makes no sense with --backbone-only")
     arch, is_regnet = _resolve_arch(args.arch)
     from kdet.convert import load_weights, read_torch_checkpoint
-    state = read_torch_checkpoint(args.src)
+    state = read_torch_checkpoint(args.src, skip_unknown_objects=args.skip_unknown_objects)
     model = _build(args, arch, is_regnet, state)
     result = load_weights(model, state, args.source, strict=not args.non_strict)
     model.save_weights(args.dst)

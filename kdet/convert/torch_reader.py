@@ -22,6 +22,7 @@ import os
 import pickle
 import struct
 import tarfile
+import warnings
 import zipfile
 
 import numpy as np
@@ -159,10 +160,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
     marker objects another load will see.
     """
 
-    def __init__(self, file, load_storage):
+    def __init__(self, file, load_storage, unknown=None):
         super().__init__(file, encoding="utf-8")
         self._load_storage = load_storage
         self._allowed = _allowed_globals()
+        self._unknown = unknown  # a list: stand in inert placeholders and record the names
 
     def find_class(self, module, name):
         # Python 2 names in protocol <= 2 pickles (__builtin__.set ...), as pickle itself maps.
@@ -170,11 +172,15 @@ class _RestrictedUnpickler(pickle.Unpickler):
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         obj = self._allowed.get((module, name))
+        if obj is None and self._unknown is not None:
+            self._unknown.append(f"{module}.{name}")
+            return type(f"Unloaded_{name}", (_Opaque,), {"global_name": f"{module}.{name}"})
         if obj is None:
             raise CheckpointError(
                 f"refused to load {module + '.' + name!r}: the checkpoint references a Python "
                 "global outside kdet's allowlist (tensors, storages, plain containers); "
-                "nothing was executed")
+                "nothing was executed (skip_unknown_objects=True / --skip-unknown-objects "
+                "reads the tensors and replaces such objects by inert placeholders)")
         return obj
 
     def persistent_load(self, pid):
@@ -184,6 +190,37 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if kind != "storage" or len(pid) not in (5, 6):
             raise CheckpointError(f"unsupported persistent id {pid[:1]!r} (only storages)")
         return self._load_storage(*pid[1:])
+
+
+class _Opaque:
+    """Inert stand-in for an object of a non-allowlisted class (``skip_unknown_objects``):
+    it absorbs constructor arguments and pickled state and runs nothing."""
+
+    global_name = "?"
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __setitem__(self, key, value):
+        pass
+
+    def append(self, value):
+        pass
+
+    def extend(self, values):
+        pass
+
+    def add(self, value):
+        pass
+
+    def __repr__(self):
+        return f"<not loaded: {self.global_name}>"
 
 
 def _check_storage_type(storage_type):
@@ -236,7 +273,7 @@ def _materialise(obj):
     return obj
 
 
-def _load_zip(path):
+def _load_zip(path, unknown):
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as e:
@@ -271,13 +308,13 @@ def _load_zip(path):
             return storages[key]
 
         data = zf.read(pkl[0])
-        obj = _unpickle(io.BytesIO(data), load_storage, path)
+        obj = _unpickle(io.BytesIO(data), load_storage, path, unknown)
         return _materialise(obj)
 
 
-def _unpickle(f, load_storage, path):
+def _unpickle(f, load_storage, path, unknown=None):
     try:
-        return _RestrictedUnpickler(f, load_storage).load()
+        return _RestrictedUnpickler(f, load_storage, unknown).load()
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
@@ -286,7 +323,7 @@ def _unpickle(f, load_storage, path):
                               f"({type(e).__name__}: {e})") from None
 
 
-def _load_legacy(path):
+def _load_legacy(path, unknown):
     with open(path, "rb") as f:
         def head():
             return _unpickle(f, _no_storage, path)
@@ -310,7 +347,7 @@ def _load_legacy(path):
             views.setdefault(str(view_key), (root, int(offset), int(size)))
             return _ViewStorage(root, int(offset), int(size))
 
-        obj = _unpickle(f, load_storage, path)
+        obj = _unpickle(f, load_storage, path, unknown)
         keys = _unpickle(f, _no_storage, path)
         for key in keys:
             st = roots.get(str(key))
@@ -356,17 +393,33 @@ def _no_storage(*args):
     raise CheckpointError("unexpected storage reference in a checkpoint header")
 
 
-def load_torch_file(path):
-    """The whole pickled object of a checkpoint, tensors as numpy arrays (no unwrapping)."""
+def load_torch_file(path, skip_unknown_objects=False):
+    """The whole pickled object of a checkpoint, tensors as numpy arrays (no unwrapping).
+
+    skip_unknown_objects: instead of refusing the file, replace each object of a class
+        outside the allowlist (e.g. mmengine's ``HistoryBuffer`` in a training checkpoint's
+        ``message_hub``) by an inert placeholder -- its code is still never imported or run --
+        and warn with the names. Tensors inside such objects are not recovered.
+    """
     path = os.fspath(path)
+    unknown = [] if skip_unknown_objects else None
+    obj = _load_any(path, unknown)
+    if unknown:
+        names = sorted(set(unknown))
+        warnings.warn(f"{path}: objects of {len(names)} non-allowlisted globals were replaced "
+                      f"by inert placeholders: {', '.join(names)}", stacklevel=2)
+    return obj
+
+
+def _load_any(path, unknown):
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     if zipfile.is_zipfile(path):
-        return _load_zip(path)
+        return _load_zip(path, unknown)
     if tarfile.is_tarfile(path) and _looks_like_torch_tar(path):
         raise CheckpointError(f"{path}: PyTorch < 0.4 tar checkpoints are not supported; "
                               "re-save it with a newer torch")
-    return _load_legacy(path)
+    return _load_legacy(path, unknown)
 
 
 def _looks_like_torch_tar(path):
@@ -396,14 +449,15 @@ def extract_state_dict(obj, path="checkpoint"):
     return arrays
 
 
-def read_torch_checkpoint(path, map_location=None):
+def read_torch_checkpoint(path, map_location=None, skip_unknown_objects=False):
     """PyTorch checkpoint (zip or legacy format) -> ``{name: np.ndarray}``; no torch needed.
 
     Nested checkpoints are unwrapped (see ``extract_state_dict``). Tensors come back as
     contiguous numpy arrays in PyTorch layout (conv weight [out, in/groups, kh, kw]);
     bfloat16 becomes float32. ``map_location`` is accepted for torch.load compatibility and
     ignored (everything is read to host memory). Raises ``CheckpointError`` for a missing,
-    truncated, corrupt or unsafe file.
+    truncated, corrupt or unsafe file. ``skip_unknown_objects``: see ``load_torch_file``.
     """
     del map_location
-    return extract_state_dict(load_torch_file(path), os.fspath(path))
+    obj = load_torch_file(path, skip_unknown_objects=skip_unknown_objects)
+    return extract_state_dict(obj, os.fspath(path))

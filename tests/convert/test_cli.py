@@ -34,7 +34,8 @@ def test_help_lists_options(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     for opt in ("--source", "--arch", "--num-classes", "--backbone-only", "--rounding",
-                "--to-mmdet", "--from-mmdet", "pycls,mmcls,mmdet,torchvision"):
+                "--to-mmdet", "--from-mmdet", "--skip-unknown-objects",
+                "pycls,mmcls,mmdet,torchvision"):
         assert opt in out
 
 

@@ -201,3 +201,31 @@ def test_written_checkpoint_loads_with_torch_weights_only(tmp_path):
         for k, v in sd.items():
             assert back["state_dict"][k].dtype == torch.from_numpy(v).dtype
             np.testing.assert_array_equal(back["state_dict"][k].numpy(), v)
+
+
+class _UserClass:  # stands for e.g. mmengine's HistoryBuffer in a training checkpoint
+    def __init__(self):
+        self.values = [1, 2]
+
+
+def test_skip_unknown_objects_keeps_tensors_and_runs_nothing(tmp_path, monkeypatch):
+    from kdet.convert import torch_writer
+    marker = tmp_path / "marker"
+    wrap = torch_writer._wrap  # let the writer pickle foreign objects next to the tensors
+    monkeypatch.setattr(torch_writer, "_wrap", lambda obj, st: obj if isinstance(
+        obj, (_UserClass, _System)) else wrap(obj, st))
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    p = tmp_path / "train.pth"
+    write_torch_checkpoint(p, {"state_dict": {"w": w},
+                               "message_hub": {"hub": _UserClass(), "evil": _System(marker)}})
+    with pytest.raises(CheckpointError, match=r"refused to load '.*_UserClass'.*inert placeholders"):
+        read_torch_checkpoint(p)
+    with pytest.warns(UserWarning, match=r"2 non-allowlisted globals were replaced by inert "
+                      r"placeholders: .*\.system") as rec:
+        got = read_torch_checkpoint(p, skip_unknown_objects=True)
+    assert "test_torch_reader._UserClass" in str(rec[0].message)
+    np.testing.assert_array_equal(got["w"], w)
+    with pytest.warns(UserWarning):
+        raw = load_torch_file(p, skip_unknown_objects=True)
+    assert "not loaded: tests.convert.test_torch_reader._UserClass" in repr(raw["message_hub"]["hub"])
+    assert not marker.exists()
