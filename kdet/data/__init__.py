@@ -5,7 +5,7 @@
 """
 import importlib
 
-from kdet.data.coco import dataset_info, read_coco  # noqa: F401
+from kdet.data.coco import coco_paths, dataset_info, read_coco  # noqa: F401
 from kdet.data.records import DatasetInfo, ImageRecord, decode_masks  # noqa: F401
 from kdet.data.synthetic import make_shapes_dataset, shapes_paths  # noqa: F401
 
@@ -21,6 +21,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'kdet.data' has no attribute {name!r}")
 
 
-__all__ = ["coco_dataset", "detection_dataset", "read_coco", "dataset_info", "decode_masks",
+__all__ = ["coco_dataset", "detection_dataset", "read_coco", "dataset_info", "coco_paths",
+           "decode_masks",
            "DatasetInfo", "ImageRecord", "make_shapes_dataset", "shapes_paths",
            "NORMALIZATION", "rescale_size"]

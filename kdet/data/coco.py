@@ -157,3 +157,25 @@ def read_coco(ann_file, image_dir, strict=False):
     if not records:
         raise KdetError(f"no usable image in {ann_file} (image dir {image_dir})")
     return records, info
+
+
+def coco_paths(data_dir, split="train"):
+    """(ann_file, image_dir) of `split` in a COCO-layout folder.
+
+    Understands the official layout (`annotations/instances_train2017.json` + `train2017/`,
+    likewise `val2017`) and the synthetic one (`annotations/instances_train.json` +
+    `images/`). `split` is 'train', 'val' or a full name such as 'val2017'.
+    """
+    data_dir = os.fspath(data_dir)
+    if not os.path.isdir(data_dir):
+        raise KdetError(f"data directory not found: {data_dir}")
+    names = [split] if split[-1].isdigit() else [split, f"{split}2017", f"{split}2014"]
+    for name in names:
+        ann = os.path.join(data_dir, "annotations", f"instances_{name}.json")
+        if not os.path.isfile(ann):
+            continue
+        for image_dir in (os.path.join(data_dir, name), os.path.join(data_dir, "images")):
+            if os.path.isdir(image_dir):
+                return ann, image_dir
+        raise KdetError(f"found {ann} but no image folder {name}/ or images/ in {data_dir}")
+    raise KdetError(f"no annotations/instances_{{{','.join(names)}}}.json in {data_dir}")

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from kdet.data import DatasetInfo, dataset_info, decode_masks, read_coco
+from kdet.data import DatasetInfo, coco_paths, dataset_info, decode_masks, read_coco
 from kdet.errors import KdetError
 from tests.data.conftest import solid, write_coco
 
@@ -127,3 +127,20 @@ def test_missing_paths(tmp_path):
     ann, _ = _one_image(tmp_path, [])
     with pytest.raises(KdetError, match="image directory not found"):
         read_coco(ann, tmp_path / "no_dir")
+
+
+def test_coco_paths_official_and_synthetic_layouts(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "instances_val2017.json").write_text("{}")
+    (tmp_path / "val2017").mkdir()
+    assert coco_paths(tmp_path, "val") == (str(tmp_path / "annotations" /
+                                               "instances_val2017.json"), str(tmp_path / "val2017"))
+    (tmp_path / "annotations" / "instances_train.json").write_text("{}")
+    with pytest.raises(KdetError, match="no image folder"):
+        coco_paths(tmp_path, "train")
+    (tmp_path / "images").mkdir()
+    assert coco_paths(tmp_path, "train")[1] == str(tmp_path / "images")
+    with pytest.raises(KdetError, match="instances_"):
+        coco_paths(tmp_path, "test")
+    with pytest.raises(KdetError, match="data directory not found"):
+        coco_paths(tmp_path / "nope")
