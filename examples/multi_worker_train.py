@@ -12,9 +12,9 @@ Each worker runs this same script with its own ``TF_CONFIG``, e.g. for worker 1 
 
 The model is a tiny dense detector (per-pixel objectness + box offsets) so the example
 runs in seconds on a CPU; swap in ``kdet.models.RetinaNet(...)`` and
-``kdet.data.coco_dataset(...)`` for real training -- the distribution code is the same:
-build and compile inside ``strategy.scope()``, normalise losses with
-``kdet.training.normalize_by_positives``, give ``fit`` the *global* batch, and let
+``kdet.data.coco_dataset(...)`` for real training (kdet detectors already normalise and
+scale their losses as below) -- the rest is the same: build and compile inside
+``strategy.scope()``, give ``fit`` the *global* batch, and let
 ``kdet.training.fit_callbacks`` put non-chief workers' files aside.
 """
 import argparse
@@ -29,7 +29,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from kdet.training import (fit_callbacks, is_chief, make_strategy,  # noqa: E402
-                           normalize_by_positives, sgd, step_schedule, task_info)
+                           normalize_by_positives, scale_replica_mean, sgd, step_schedule,
+                           task_info)
 
 
 class TinyDenseDetector(keras.Model):
@@ -47,9 +48,12 @@ class TinyDenseDetector(keras.Model):
         pos = tf.cast(y[..., 0] > 0.5, tf.float32)
         cls = tf.nn.sigmoid_cross_entropy_with_logits(labels=pos, logits=y_pred[..., 0])
         reg = tf.reduce_sum(tf.abs(y_pred[..., 1:] - y[..., 1:]), axis=-1) * pos
-        # This replica's share of (sum of losses) / (positives of the global batch).
-        return normalize_by_positives(tf.reduce_sum(cls) + tf.reduce_sum(reg),
+        # Per-replica loss normalised by the positives averaged over replicas (mmdet's
+        # reduce_mean), then / replicas: the optimizer sums replicas' gradients, so they
+        # average as under DDP. (kdet.models' Detector.train_step does this division.)
+        loss = normalize_by_positives(tf.reduce_sum(cls) + tf.reduce_sum(reg),
                                       tf.reduce_sum(pos))
+        return scale_replica_mean(loss)
 
 
 def make_dataset(global_batch, num_batches, seed=0):

@@ -2,22 +2,24 @@
 
 How Keras 3 (TensorFlow backend) trains under ``MirroredStrategy`` /
 ``MultiWorkerMirroredStrategy``: every replica runs ``train_step`` on its slice of the
-global batch, ``compute_loss`` returns that replica's loss, and the optimizer **sums**
-the replicas' gradients (``all_reduce(SUM)``). So each replica must return its *share*
-of the global loss -- the shares add up to the loss of the whole batch:
+global batch and the optimizer **sums** the replicas' gradients (``all_reduce(SUM)``).
+MMDetection under DDP instead *averages* the GPUs' gradients, each GPU computing its
+losses on its own images. kdet keeps mmdet's per-GPU losses and averages:
 
-* a loss normalised by the number of positive samples (RetinaNet, FCOS, ATSS, PAA
-  classification / regression): ``normalize_by_positives(local_sum, local_num_pos)``
-  divides by the positives of *all* replicas (mmdet: ``reduce_mean(num_pos)`` clamped
-  at 1, then DDP averages the gradients -- the same number);
-* a loss that is a mean over the local batch (RPN / R-CNN sampled losses, mmdet's
-  per-GPU means that DDP averages): ``scale_replica_mean(local_mean)``;
-* Keras already divides ``compile(loss=...)`` losses and ``self.losses``
-  (regularisers, ``add_loss``) by the number of replicas when they go through
-  ``super().compute_loss`` / ``Model._aggregate_additional_loss``.
+1. each replica computes its losses exactly as one mmdet GPU does -- normalised by its
+   own positives (RetinaNet's ``AnchorHead``), or by the positives averaged over all
+   replicas where mmdet calls ``reduce_mean(num_pos)`` (ATSS, FCOS, PAA's centerness):
+   ``normalize_by_positives(local_sum, local_num_pos)`` = ``local_sum /
+   max(mean over replicas of num_pos, 1)``;
+2. the total is divided by the number of replicas before the gradient
+   (``scale_replica_mean``; ``kdet.models``' ``Detector.train_step`` does it), so the
+   summed gradients are the replicas' average, as DDP.
 
-With one replica every helper is the identity, so a detector written this way gives
-the same numbers on one device and on many.
+With one replica every helper is the identity, and a loss written this way gives the
+same gradients on one device with the global batch as on R replicas with R slices
+whenever the per-GPU normaliser is global (``reduce_mean``) -- tested to 1e-5.
+Keras' own ``compile(loss=...)`` losses and ``self.losses`` are divided by R by Keras
+(``Model._aggregate_additional_loss``); do not divide them again.
 """
 import json
 import os
@@ -51,28 +53,24 @@ def all_reduce_mean(x):
 
 
 def positives_normalizer(num_pos, min_value=1.0):
-    """The denominator that turns a replica's summed loss into its share of the global
-    positives-normalised loss: ``max(mean_r num_pos_r, min_value) * num_replicas``.
-
-    ``num_pos`` is this replica's count (scalar, any numeric dtype; no gradient flows).
-    """
+    """mmdet's ``max(reduce_mean(num_pos), min_value)``: this replica's count ``num_pos``
+    (scalar, any numeric dtype; no gradient flows) averaged over all replicas."""
     num_pos = tf.stop_gradient(tf.cast(num_pos, tf.float32))
-    n = num_replicas()
-    mean = all_reduce_mean(num_pos)
-    return tf.maximum(mean, min_value) * float(n)
+    return tf.maximum(all_reduce_mean(num_pos), min_value)
 
 
 def normalize_by_positives(loss_sum, num_pos, min_value=1.0):
-    """``loss_sum / positives_normalizer(num_pos)``: this replica's share of
-    ``sum over all replicas of loss_sum / max(total positives / replicas, 1) / replicas``,
-    i.e. ``total loss / max(total positives, replicas)`` -- exactly
-    ``total loss / max(num_pos, 1)`` on one device."""
+    """``loss_sum / max(mean over replicas of num_pos, min_value)``: the per-GPU loss of
+    mmdet heads that call ``reduce_mean(num_pos)``. With the total divided by R before the
+    gradient (``scale_replica_mean``), R replicas train like one device on the global
+    batch: ``sum_r loss_r / (R * mean_pos) = total loss / total positives``."""
     loss_sum = tf.convert_to_tensor(loss_sum)
     return loss_sum / tf.cast(positives_normalizer(num_pos, min_value), loss_sum.dtype)
 
 
 def scale_replica_mean(loss):
-    """A replica-local mean loss -> its share of the average over replicas (``/ R``)."""
+    """A replica's loss -> its share of the average over replicas (``/ R``): what DDP's
+    gradient averaging does, given that the optimizer sums replicas' gradients."""
     n = num_replicas()
     loss = tf.convert_to_tensor(loss)
     return loss if n == 1 else loss / tf.cast(n, loss.dtype)

@@ -27,7 +27,7 @@ def test_mirrored_step_equals_single_device_step():
     out = _run_script("mirrored_step.py")
     assert out["helper"]["moved"] > 1e-3          # the two steps did change the weights
     assert out["helper"]["diff"] < 1e-5
-    # Normalising by the local positives instead gives other weights: the check has teeth.
+    # Per-replica positives (no reduce_mean) give other weights: the check has teeth.
     assert out["naive"]["diff"] > 1e-3
 
 

@@ -16,7 +16,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kdet.training import normalize_by_positives, sgd  # noqa: E402
+from kdet.training import normalize_by_positives, scale_replica_mean, sgd  # noqa: E402
 
 
 class DenseDetector(keras.Model):
@@ -39,10 +39,10 @@ class DenseDetector(keras.Model):
         cls = tf.nn.sigmoid_cross_entropy_with_logits(labels=pos, logits=y_pred[..., 0])
         reg = tf.reduce_sum(tf.abs(y_pred[..., 1:] - y[..., 1:]), axis=-1) * pos
         loss_sum = tf.reduce_sum(cls) + tf.reduce_sum(reg)
-        if self.naive:   # local normalisation, averaged over replicas: wrong when counts differ
-            n = tf.distribute.get_strategy().num_replicas_in_sync
-            return loss_sum / tf.maximum(num_pos, 1.0) / n
-        return normalize_by_positives(loss_sum, num_pos)
+        if self.naive:   # local normalisation (mmdet's AnchorHead): differs when counts do
+            return scale_replica_mean(loss_sum / tf.maximum(num_pos, 1.0))
+        # mmdet's reduce_mean(num_pos) normaliser, then DDP's average over replicas.
+        return scale_replica_mean(normalize_by_positives(loss_sum, num_pos))
 
 
 def data():
