@@ -110,8 +110,8 @@ def _encode(text, encoding="latin1"):
 
 def _np_reconstruct(cls, shape, typecode):
     """numpy.core.multiarray._reconstruct for plain ndarrays (state set by BUILD)."""
-    if cls is not np.ndarray:
-        raise CheckpointError(f"refused to rebuild numpy subclass {cls!r}")
+    if not (isinstance(cls, _TypeMarker) and cls.name == "numpy.ndarray"):
+        raise CheckpointError(f"refused to rebuild numpy array type {cls!r}")
     return np.ndarray.__new__(np.ndarray, shape, typecode)
 
 
@@ -126,27 +126,35 @@ def _np_dtype(name, align=False, copy=False):
     return np.dtype(name, align=align, copy=copy)
 
 
+def _fresh(fn):
+    """A new function object per load wrapping ``fn``: a pickle's BUILD opcode can set
+    attributes on what ``find_class`` returns, and must not reach shared objects."""
+    return lambda *args, **kwargs: fn(*args, **kwargs)
+
+
 def _allowed_globals():
+    """(module, name) -> what the unpickler may use. Immutable builtins (C types) are shared;
+    every Python function/class is wrapped fresh, markers are new instances."""
     allowed = {
         ("collections", "OrderedDict"): collections.OrderedDict,
-        ("collections", "Counter"): collections.Counter,
-        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-        ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+        ("collections", "Counter"): _fresh(collections.Counter),
+        ("torch._utils", "_rebuild_tensor"): _fresh(_rebuild_tensor),
+        ("torch._utils", "_rebuild_tensor_v2"): _fresh(_rebuild_tensor),
+        ("torch._utils", "_rebuild_parameter"): _fresh(_rebuild_parameter),
+        ("torch._utils", "_rebuild_parameter_with_state"): _fresh(_rebuild_parameter),
+        ("torch._tensor", "_rebuild_from_type_v2"): _fresh(_rebuild_from_type_v2),
         ("torch", "Tensor"): _TypeMarker("torch.Tensor"),
         ("torch.nn.parameter", "Parameter"): _TypeMarker("torch.nn.Parameter"),
         ("torch", "Size"): tuple,
         ("torch", "device"): str,
-        ("_codecs", "encode"): _encode,
+        ("_codecs", "encode"): _fresh(_encode),
         ("builtins", "set"): set, ("builtins", "frozenset"): frozenset,
         ("builtins", "bytearray"): bytearray, ("builtins", "complex"): complex,
-        ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _np_dtype,
+        ("numpy", "ndarray"): _TypeMarker("numpy.ndarray"), ("numpy", "dtype"): _fresh(_np_dtype),
     }
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = _np_reconstruct
-        allowed[(mod, "scalar")] = _np_scalar
+        allowed[(mod, "_reconstruct")] = _fresh(_np_reconstruct)
+        allowed[(mod, "scalar")] = _fresh(_np_scalar)
     for name in STORAGE_DTYPES:
         allowed[("torch", name)] = _StorageType(name)
         allowed[("torch.storage", name)] = allowed[("torch", name)]
@@ -273,6 +281,14 @@ def _materialise(obj):
     return obj
 
 
+def _finish(obj, path):
+    """_materialise with numpy/size errors reported as a corrupt checkpoint."""
+    try:
+        return _materialise(obj)
+    except (ValueError, TypeError, MemoryError, RecursionError, OverflowError) as e:
+        raise CheckpointError(f"{path}: corrupt checkpoint ({type(e).__name__}: {e})") from None
+
+
 def _load_zip(path, unknown):
     try:
         zf = zipfile.ZipFile(path)
@@ -309,7 +325,7 @@ def _load_zip(path, unknown):
 
         data = zf.read(pkl[0])
         obj = _unpickle(io.BytesIO(data), load_storage, path, unknown)
-        return _materialise(obj)
+        return _finish(obj, path)
 
 
 def _unpickle(f, load_storage, path, unknown=None):
@@ -318,7 +334,8 @@ def _unpickle(f, load_storage, path, unknown=None):
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, struct.error, zipfile.BadZipFile, OSError) as e:
+            IndexError, KeyError, struct.error, zipfile.BadZipFile, OSError, MemoryError,
+            RecursionError, OverflowError) as e:
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint "
                               f"({type(e).__name__}: {e})") from None
 
@@ -363,7 +380,7 @@ def _load_legacy(path, unknown):
                 raise CheckpointError(f"{path}: truncated or corrupt storage {key!r} "
                                       f"({len(raw)} of {st.numel * size} bytes)")
             st.data = _raw_to_array(raw, st.dtype, byteorder)
-        return _materialise(_resolve_views(obj))
+        return _finish(_resolve_views(obj), path)
 
 
 class _ViewStorage(_Storage):

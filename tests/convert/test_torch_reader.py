@@ -229,3 +229,24 @@ def test_skip_unknown_objects_keeps_tensors_and_runs_nothing(tmp_path, monkeypat
         raw = load_torch_file(p, skip_unknown_objects=True)
     assert "not loaded: tests.convert.test_torch_reader._UserClass" in repr(raw["message_hub"]["hub"])
     assert not marker.exists()
+
+
+def test_pickle_cannot_tamper_with_shared_objects(tmp_path):
+    """BUILD with slot state on an allowlisted global must not reach a shared object (here:
+    set collections.Counter.__init__), and numpy arrays inside checkpoints still load."""
+    p = tmp_path / "tamper.pth"
+    # GLOBAL collections.Counter; GLOBAL builtins.set; build {None-state, {"__init__": set}}
+    payload = (b"\x80\x02ccollections\nCounter\nN}X\x08\x00\x00\x00__init__c__builtin__\nset\n"
+               b"s\x86b.")
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("archive/data.pkl", payload)
+    with pytest.raises(CheckpointError, match="expected a state dict|no tensors"):
+        read_torch_checkpoint(p)
+    assert collections.Counter.__init__ is not set and collections.Counter("aab")["a"] == 2
+    # plain numpy arrays/scalars (e.g. in mmcv meta) are allowed
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps(
+            {"meta": {"a": np.arange(3.0), "s": np.float32(2.5)}, "state_dict": {}}, protocol=2))
+    raw = load_torch_file(p)
+    np.testing.assert_array_equal(raw["meta"]["a"], np.arange(3.0))
+    assert raw["meta"]["s"] == np.float32(2.5)
