@@ -36,8 +36,9 @@ _PNG_MAGIC, _PNG_IEND = b"\x89PNG", b"IEND\xaeB`\x82"
 def _records_to_tensors(records):
     """Column tensors (ragged per image) for `Dataset.from_tensor_slices`."""
     counts = np.array([r.num_objects for r in records], np.int64)
-    cat = lambda xs, shape, dt: (np.concatenate(xs).astype(dt) if len(xs) and counts.sum()
-                                 else np.zeros(shape, dt))
+
+    def cat(xs, shape, dt):
+        return np.concatenate(xs).astype(dt) if counts.sum() else np.zeros(shape, dt)
     boxes = cat([r.boxes for r in records], (0, 4), np.float32)
     return {
         "index": np.arange(len(records), dtype=np.int64),

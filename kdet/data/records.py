@@ -81,19 +81,21 @@ def _segmentation_to_rle(seg, height, width):
 def decode_masks(record: ImageRecord) -> np.ndarray:
     """Decodes every object's segmentation to a bitmap (pycocotools, as `annToMask`).
 
-    Returns uint8 [n, height, width] in {0, 1}. An object without a usable
-    segmentation gets its box filled, so masks and boxes always line up.
+    Returns uint8 [n, height, width] in {0, 1}. An object without a usable (missing,
+    empty or malformed) segmentation gets its box filled, so masks and boxes line up.
     """
     h, w = int(record.height), int(record.width)
     out = np.zeros((record.num_objects, h, w), np.uint8)
     from pycocotools import mask as mask_utils
     for i, seg in enumerate(record.segmentations):
-        rle = _segmentation_to_rle(seg, h, w) if seg is not None else None
-        if rle is not None:
-            m = mask_utils.decode(rle)
-            if m.shape == (h, w):
-                out[i] = m
-                continue
+        try:
+            rle = _segmentation_to_rle(seg, h, w) if seg is not None else None
+            m = mask_utils.decode(rle) if rle is not None else None
+        except (TypeError, ValueError, KeyError, IndexError):  # malformed: use the box
+            m = None
+        if m is not None and m.shape == (h, w):
+            out[i] = m
+            continue
         x1, y1, x2, y2 = record.boxes[i]
         out[i, int(np.floor(y1)):int(np.ceil(y2)), int(np.floor(x1)):int(np.ceil(x2))] = 1
     return out

@@ -60,16 +60,20 @@ def test_decode_masks_polygon_and_rle(tmp_path):
         {"image_id": 5, "category_id": 3, "bbox": [10, 5, 20, 10], "iscrowd": 1,
          "segmentation": compressed},
         {"image_id": 5, "category_id": 3, "bbox": [1, 2, 3, 4], "segmentation": []},
+        {"image_id": 5, "category_id": 3, "bbox": [1, 2, 3, 4], "segmentation": {"size": 3}},
+        {"image_id": 5, "category_id": 3, "bbox": [1, 2, 3, 4],
+         "segmentation": {"counts": "bad", "size": [40, 50]}},
     ])
     (r,), _ = read_coco(ann, img_dir)
     masks = decode_masks(r)
-    assert masks.shape == (4, 40, 50) and masks.dtype == np.uint8
-    np.testing.assert_array_equal(r.iscrowd, [False, False, True, True])  # crowd last
-    for i in (0, 2, 3):
+    assert masks.shape == (6, 40, 50) and masks.dtype == np.uint8
+    np.testing.assert_array_equal(r.iscrowd, [False, False, False, False, True, True])
+    for i in (0, 4, 5):  # polygon, uncompressed and compressed RLE (crowds last)
         np.testing.assert_array_equal(masks[i], m)
     box = np.zeros_like(m)
-    box[2:6, 1:4] = 1  # no usable segmentation: the box is filled
-    np.testing.assert_array_equal(masks[1], box)
+    box[2:6, 1:4] = 1  # no usable (empty, malformed) segmentation: the box is filled
+    for i in (1, 2, 3):
+        np.testing.assert_array_equal(masks[i], box)
 
 
 def test_bad_annotations_are_skipped_with_one_warning_each(tmp_path):
