@@ -48,11 +48,16 @@ class WarmupLinear(keras.optimizers.schedules.LearningRateSchedule):
         return {"lr": self.lr, "warmup": self.warmup, "total": self.total, "drop": self.drop}
 
 
-def build(kind, num_classes=3, **head):
+def build(kind, num_classes=3, width=128, stacked_convs=2, **head):
+    """The learning-run model: the named backbone, FPN and head ``width`` channels wide with
+    ``stacked_convs`` convs per tower (COCO configs: 256 and 4; narrower here so that a
+    from-scratch run fits in 20 CPU minutes -- the head dominates the FLOPs at 160 px)."""
     import kdet.models as models
     cls_name, backbone = MODELS[kind]
+    head = dict(head, feat_channels=width, stacked_convs=stacked_convs)
     return getattr(models, cls_name)(backbone=backbone, num_classes=num_classes,
-                                     backbone_kwargs=SCRATCH_BACKBONE, head=head or None)
+                                     backbone_kwargs=SCRATCH_BACKBONE,
+                                     neck={"out_channels": width}, head=head)
 
 
 def datasets(root, image_size, num_images, batch_size=4, seed=0):
@@ -73,14 +78,15 @@ def evaluate(model, val, ann_file):
 
 
 def train_and_evaluate(kind, minutes=20.0, image_size=160, num_images=300, root=None,
-                       lr=1e-3, eval_every=None, verbose=True):
+                       lr=1e-3, eval_every=None, verbose=True, width=128, stacked_convs=2,
+                       max_epochs=20):
     """Trains ``kind`` for at most ``minutes``; returns (best bbox AP, history dict)."""
     root = root or f"/tmp/kdet_learn_{kind}"
     data, train, val = datasets(root, image_size, num_images)
     steps_per_epoch = data.num_train // 4
     # Rough budget: steps that fit in the time; schedule over that many.
-    model = build(kind)
-    total = 20 * steps_per_epoch
+    model = build(kind, width=width, stacked_convs=stacked_convs)
+    total = max_epochs * steps_per_epoch
     opt = keras.optimizers.AdamW(WarmupLinear(lr, 100, total), weight_decay=1e-4,
                                  global_clipnorm=35.0)
     model.compile(optimizer=opt)
@@ -92,7 +98,7 @@ def train_and_evaluate(kind, minutes=20.0, image_size=160, num_images=300, root=
         h = model.fit(train, epochs=epoch + 1, initial_epoch=epoch, verbose=0)
         epoch += 1
         hist["loss"].append(float(h.history["loss"][-1]))
-        if eval_every is None or epoch % eval_every == 0 or epoch >= 20:
+        if eval_every is None or epoch % eval_every == 0 or epoch >= max_epochs:
             ap = evaluate(model, val, data.val_ann)["bbox_mAP"]
             hist["bbox_mAP"].append(ap)
             best = max(best, ap)
@@ -101,7 +107,7 @@ def train_and_evaluate(kind, minutes=20.0, image_size=160, num_images=300, root=
             print(f"[{kind}] epoch {epoch} loss {hist['loss'][-1]:.3f} "
                   f"AP {hist['bbox_mAP'][-1] if hist['bbox_mAP'] else float('nan'):.3f} "
                   f"t {hist['minutes'][-1]:.1f} min", flush=True)
-        if best >= 0.5 or epoch >= 20:
+        if best >= 0.5 or epoch >= max_epochs:
             break
     return best, hist
 
@@ -145,9 +151,13 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--out", default=None)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--stacked-convs", type=int, default=2)
+    p.add_argument("--max-epochs", type=int, default=20)
     a = p.parse_args(argv)
     best, hist = train_and_evaluate(a.kind, a.minutes, a.image_size, a.num_images, a.out, a.lr,
-                                    a.eval_every)
+                                    a.eval_every, width=a.width, stacked_convs=a.stacked_convs,
+                                    max_epochs=a.max_epochs)
     print(f"[{a.kind}] best bbox AP {best:.3f} after {hist['minutes'][-1]:.1f} min "
           f"({len(hist['loss'])} epochs)")
     return 0 if best >= 0.5 else 1
