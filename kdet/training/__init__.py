@@ -11,4 +11,4 @@ from kdet.training.distribute import (  # noqa: F401
     make_strategy, normalize_by_positives, num_replicas, positives_normalizer,
     scale_replica_mean, task_info, worker_dir,
 )
-from kdet.training.callbacks import BackupAndRestore, fit_callbacks  # noqa: F401
+from kdet.training.callbacks import BackupAndRestore, ensure_built, fit_callbacks  # noqa: F401

@@ -15,6 +15,7 @@ batches in epoch ``e`` of the resumed process as in the original one (no reshuff
 that depends on how many epochs this process has run, seeded augmentation), and
 ``steps_per_execution=1`` or a ``save_freq`` that is a multiple of it.
 """
+import importlib.util
 import json
 import os
 
@@ -49,8 +50,14 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         return variables
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
         self._replay, self._snapshot, self.resumed_from = 0, None, None
+        if not self.model.built:
+            if not os.path.exists(self._weights_path):
+                return    # nothing to restore; Keras would refuse an unbuilt model anyway
+            raise KdetError(f"a backup in {self.backup_dir} can only be restored into a built "
+                            "model: call kdet.training.ensure_built(model, dataset) (or the "
+                            "model on one batch) before fit")
+        super().on_train_begin(logs)
         if not (os.path.exists(self._resume_path) and os.path.exists(self._weights_path)):
             return
         with open(self._resume_path) as f:
@@ -92,8 +99,21 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             json.dump({"epoch": self._current_epoch, "steps_done": self._steps_done}, f)
 
 
+def ensure_built(model, dataset):
+    """Builds ``model`` (and so its variables) by calling it on the first batch of
+    ``dataset`` (``(images, gt)`` elements), so that a backup or checkpoint can be
+    loaded before ``fit`` trains. No-op when already built."""
+    if model.built:
+        return model
+    for batch in dataset:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        model(images, training=False)
+        return model
+    raise KdetError("ensure_built: the dataset is empty")
+
+
 def fit_callbacks(work_dir, eval_callback=None, backup_freq="epoch", checkpoint_every=1,
-                  monitor=None, monitor_mode="max", tensorboard=True, csv=True,
+                  monitor=None, monitor_mode="max", tensorboard=None, csv=True,
                   delete_backup=True):
     """The callbacks of a training run in ``work_dir`` (what ``kdet train`` uses).
 
@@ -106,7 +126,8 @@ def fit_callbacks(work_dir, eval_callback=None, backup_freq="epoch", checkpoint_
     3. ``ModelCheckpoint`` -> ``work_dir/checkpoints/epoch_{NNN}.weights.h5`` every
        ``checkpoint_every`` epochs (mmdet's ``epoch_N.pth``), and, with ``monitor``
        (e.g. ``"val_bbox_mAP"``), ``best.weights.h5``;
-    4. ``TensorBoard`` -> ``work_dir/tensorboard``;
+    4. ``TensorBoard`` -> ``work_dir/tensorboard`` (``tensorboard=None``: when the
+       ``tensorboard`` package is installed -- TF 2.21's wheels no longer pull it in);
     5. ``CSVLogger`` -> ``work_dir/metrics.csv`` (appends across resumes).
 
     Under ``MultiWorkerMirroredStrategy`` non-chief workers write into a private
@@ -131,7 +152,11 @@ def fit_callbacks(work_dir, eval_callback=None, backup_freq="epoch", checkpoint_
         callbacks.append(keras.callbacks.ModelCheckpoint(
             os.path.join(root, "checkpoints", "best.weights.h5"), monitor=monitor,
             mode=monitor_mode, save_best_only=True, save_weights_only=True))
-    if tensorboard:
+    have_tb = importlib.util.find_spec("tensorboard") is not None
+    if tensorboard and not have_tb:
+        raise KdetError("tensorboard=True but the tensorboard package is not installed "
+                        "(pip install tensorboard)")
+    if tensorboard or (tensorboard is None and have_tb):
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(root, "tensorboard")))
     if csv:
         callbacks.append(keras.callbacks.CSVLogger(os.path.join(root, "metrics.csv"),

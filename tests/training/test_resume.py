@@ -1,4 +1,5 @@
 """Kill a real training process mid-epoch (SIGKILL), rerun it, get the same final weights."""
+import importlib.util
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from kdet.errors import KdetError
-from kdet.training import BackupAndRestore, fit_callbacks
+from kdet.training import BackupAndRestore, ensure_built, fit_callbacks, sgd
 
 HERE = os.path.dirname(__file__)
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -80,7 +81,32 @@ def test_fit_callbacks_layout_and_errors(tmp_path):
     assert cbs[0] is marker
     kinds = [type(c).__name__ for c in cbs]
     assert kinds[1] == "BackupAndRestore" and isinstance(cbs[1], BackupAndRestore)
-    assert kinds[-2:] == ["TensorBoard", "CSVLogger"]
-    assert "ModelCheckpoint" in kinds
+    assert kinds[-1] == "CSVLogger" and "ModelCheckpoint" in kinds
+    have_tb = importlib.util.find_spec("tensorboard") is not None
+    assert ("TensorBoard" in kinds) == have_tb        # default: only when installed
+    if not have_tb:
+        with pytest.raises(KdetError, match="tensorboard"):
+            fit_callbacks(str(tmp_path), tensorboard=True)
     with pytest.raises(KdetError, match="work_dir"):
         fit_callbacks("")
+
+
+def test_backup_needs_a_built_model_only_to_restore(tmp_path):
+    def model():
+        m = keras.Sequential([keras.layers.Dense(2)])
+        m.compile(optimizer=sgd(0.1), loss="mse")
+        return m
+
+    x, y = np.ones((4, 3), np.float32), np.zeros((4, 2), np.float32)
+    backup = BackupAndRestore(str(tmp_path / "backup"), delete_checkpoint=False)
+    model().fit(x, y, epochs=1, verbose=0, callbacks=[backup])     # unbuilt, nothing to restore
+    assert (tmp_path / "backup" / "latest.weights.h5").exists()
+    with pytest.raises(KdetError, match="ensure_built"):
+        model().fit(x, y, epochs=2, verbose=0,
+                    callbacks=[BackupAndRestore(str(tmp_path / "backup"))])
+    m = ensure_built(model(), [(x, y)])
+    cb = BackupAndRestore(str(tmp_path / "backup"))
+    m.fit(x, y, epochs=2, verbose=0, callbacks=[cb])
+    assert cb.resumed_from == (1, 0)          # epoch 1 done, resumed at an epoch boundary
+    with pytest.raises(KdetError, match="empty"):
+        ensure_built(model(), [])
