@@ -8,6 +8,7 @@ PyTorch, so outputs match PyTorch on odd and even input sizes alike.
 import keras
 
 from kdet.errors import KdetError
+from kdet.layers.group_conv import GroupConv2D
 from kdet.layers.norm import build_norm
 
 # PyTorch's default conv init is replaced by MMDetection's kaiming_init(mode="fan_out") for
@@ -21,7 +22,9 @@ def conv(x, filters, kernel_size, name, strides=1, padding=0, dilation=1, groups
     """PyTorch-style Conv2d: explicit symmetric zero ``padding`` then a 'valid' convolution."""
     if padding:
         x = keras.layers.ZeroPadding2D(padding, name=f"{name}.pad")(x)
-    layer = keras.layers.Conv2D(
+    # Grouped convs (RegNet, ResNeXt) use GroupConv2D: fast CPU gradients (kdet/layers/group_conv.py).
+    conv_cls = GroupConv2D if groups > 1 else keras.layers.Conv2D
+    layer = conv_cls(
         filters, kernel_size, strides=strides, padding="valid", dilation_rate=dilation,
         groups=groups, use_bias=use_bias, kernel_initializer=CONV_INIT, name=name)
     layer.trainable = trainable
