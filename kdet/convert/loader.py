@@ -21,6 +21,7 @@ class LoadResult:
     ``(source key, model key)``), skipped, unexpected or mismatched."""
 
     source: str
+    model_name: str = "model"
     loaded: list = dataclasses.field(default_factory=list)
     missing: list = dataclasses.field(default_factory=list)      # model keys with no value
     unexpected: list = dataclasses.field(default_factory=list)   # source keys not convertible
@@ -33,14 +34,14 @@ class LoadResult:
         return not (self.missing or self.unexpected or self.mismatched)
 
     def summary(self):
-        s = (f"{len(self.loaded)} loaded, {len(self.missing)} missing, "
+        s = (f"{len(self.loaded)} matched, {len(self.missing)} missing, "
              f"{len(self.unexpected)} unexpected, {len(self.mismatched)} shape-mismatched, "
              f"{len(self.skipped)} skipped")
         return s
 
     def report(self):
         """Multi-line readable report listing every key that was not converted."""
-        lines = [f"converted {self.source} checkpoint: {self.summary()}"]
+        lines = [f"{self.source} checkpoint -> {self.model_name}: {self.summary()}"]
         for src, dst, got, want in self.mismatched:
             lines.append(f"  shape mismatch: {src} {tuple(got)} -> {dst} expects {tuple(want)}")
         lines += [f"  missing in checkpoint: {k}" for k in self.missing]
@@ -110,7 +111,7 @@ def match_state_dict(model, state_dict, source):
     targets = target_map(model)
     prefixes = {k.split(".", 1)[0] for k in targets}
     renamed, unmapped, ignored = keymaps.canonical_keys(state_dict, source)
-    result = LoadResult(source=source)
+    result = LoadResult(source=source, model_name=getattr(model, "name", "model"))
     result.skipped += [(k, "no Keras variable (BatchNorm counter)") for k in ignored]
     result.unexpected += unmapped
     assignments, used = [], set()

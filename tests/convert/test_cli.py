@@ -45,7 +45,9 @@ def test_convert_to_keras_weights(pycls_ckpt, tmp_path, capsys):
     dst = tmp_path / "rx400.weights.h5"
     assert main(["convert", str(src), str(dst), "--source", "pycls", "--arch", "RegNetX-400MF"]) == 0
     out = capsys.readouterr().out
-    assert "converted pycls checkpoint" in out and f"wrote {dst}" in out
+    assert "pycls checkpoint -> regnetx_400mf_cls: " in out
+    assert "matched, 0 missing, 0 unexpected, 0 shape-mismatched" in out
+    assert f"wrote {dst}" in out
     model = ImageClassifier("regnetx_400mf", num_classes=7)  # classes read from the head
     model.load_weights(dst)
     want = ref.torch_state_map()

@@ -56,7 +56,8 @@ def test_roundtrip_each_source_into_classifier(ref_model, target, i, source, cap
     assert {why for _, why in result.skipped} == {"no Keras variable (BatchNorm counter)"}
     _assert_holds(target, state, rename)
     out = capsys.readouterr().out
-    assert f"converted {source} checkpoint: {len(target.weights)} loaded, 0 missing" in out
+    assert (f"{source} checkpoint -> regnetx_400mf_cls: {len(target.weights)} matched, "
+            "0 missing, 0 unexpected, 0 shape-mismatched") in out
     assert "skipped: " in out and "num_batches_tracked" in out
 
 
@@ -79,7 +80,7 @@ def test_other_architecture_is_refused_with_report(target, capsys):
     other = _export(ImageClassifier("regnety_400mf", num_classes=5), keymaps.to_pycls_key)
     before = {k: v.numpy().copy() for k, v in target.torch_state_map().items()}
     with pytest.raises(CheckpointError, match=r"pycls checkpoint does not match model "
-                       r"'regnetx_400mf_cls': \d+ loaded, \d+ missing, \d+ unexpected, \d+ "
+                       r"'regnetx_400mf_cls': \d+ matched, \d+ missing, \d+ unexpected, \d+ "
                        r"shape-mismatched.*e\.g\. .*checkpoint \(.*\) vs model \(.*\).*nothing "
                        r"was loaded") as err:
         load_weights(target, other, "pycls")
