@@ -5,8 +5,8 @@ Workload (issue 3): DCNv2 3x3, 256 -> 256 channels, stride 1, padding 1, on a 10
 
     .venv/bin/python benchmarks/bench_deform_conv.py [--batch 1 2] [--repeats 5] [--v1]
 
-Prints one line per (batch, implementation, pass) with the median wall time in ms, and the
-speed-up of the custom op over the twin. Forward is ``deform_conv2d``; "fwd+bwd" is forward
+Prints one line per (batch, implementation, pass) with the median wall time and process CPU
+time (all threads) in ms, and the speed-ups of the custom op over the twin. Forward is ``deform_conv2d``; "fwd+bwd" is forward
 plus the gradients for input, offset, mask, weight and bias, both in a ``tf.function``.
 """
 import argparse
@@ -54,15 +54,21 @@ def _functions(impl, modulated):
 
 
 def _time(fn, args, repeats):
+    """(median wall ms, median process-CPU ms) over `repeats` calls after a warm-up call.
+
+    CPU time (all threads) is the steadier number on a shared machine; wall time is what a
+    user waits on an idle one.
+    """
     out = fn(**args)  # trace + warm up
     tf.nest.map_structure(lambda t: t.numpy(), out)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         out = fn(**args)
         tf.nest.map_structure(lambda t: t.numpy(), out)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
 
 
 def main(argv=None):
@@ -84,13 +90,15 @@ def main(argv=None):
         for impl in args.impl:
             forward, backward = _functions(impl, modulated)
             for name, fn in (("forward", forward), ("fwd+bwd", backward)):
-                ms = _time(fn, inputs, args.repeats)
-                results[(impl, name)] = ms
-                print(f"batch {batch}  {impl:6s}  {name:8s}  {ms:9.1f} ms", flush=True)
+                wall, cpu = _time(fn, inputs, args.repeats)
+                results[(impl, name)] = (wall, cpu)
+                print(f"batch {batch}  {impl:6s}  {name:8s}  wall {wall:9.1f} ms  "
+                      f"cpu {cpu:9.1f} ms", flush=True)
         if "custom" in args.impl and "tf" in args.impl:
             for name in ("forward", "fwd+bwd"):
-                print(f"batch {batch}  speed-up custom/tf {name:8s}  "
-                      f"{results[('tf', name)] / results[('custom', name)]:.2f}x")
+                (tw, tc), (cw, cc) = results[("tf", name)], results[("custom", name)]
+                print(f"batch {batch}  speed-up custom/tf {name:8s}  wall {tw / cw:.2f}x  "
+                      f"cpu {tc / cc:.2f}x")
 
 
 if __name__ == "__main__":

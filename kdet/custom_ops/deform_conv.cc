@@ -7,6 +7,8 @@
 //
 // mask is only read when use_mask (DCNv2), bias only when use_bias; callers pass an empty
 // tensor otherwise, and the matching gradient output is empty too.
+// GPU kernels (float32/half/bfloat16; CUDA code in deform_conv.cu.cc) are registered at the
+// end of this file when built with -DGOOGLE_CUDA=1.
 //
 // Semantics follow mmcv's deformable_im2col / modulated_deformable_im2col (see
 // deform_conv.h for the sampling rule). The CPU kernel is bilinear im2col + GEMM over blocks
@@ -15,6 +17,9 @@
 // offset/mask gradients (sharded over output pixels) and col2im (contiguous row ranges, each
 // scattering into a private copy of the image's input gradient, summed at the end). half and bfloat16 inputs are converted
 // to float32 and accumulated in float32; float64 is computed in float64 (gradient checks).
+#if GOOGLE_CUDA
+#define EIGEN_USE_GPU
+#endif
 #include <algorithm>
 #include <cstring>
 #include <functional>
@@ -22,6 +27,7 @@
 #include <vector>
 
 #include "deform_conv.h"
+#include "deform_conv_gpu.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -658,5 +664,209 @@ KDET_REGISTER_DEFORM_CPU(Eigen::half);
 KDET_REGISTER_DEFORM_CPU(Eigen::bfloat16);
 KDET_REGISTER_DEFORM_CPU(float);
 KDET_REGISTER_DEFORM_CPU(double);
+
+// ------------------------------------------------------------------------ GPU
+
+#if GOOGLE_CUDA
+namespace {
+
+using GpuDevice = Eigen::GpuDevice;
+
+// Column-buffer elements per chunk on GPU (col and gcol: 2 x 128 MB in float32).
+constexpr int64_t kGpuChunkElements = int64_t{32} << 20;
+
+int64_t GpuChunkRows(const DeformConvParams& p) {
+  return std::max<int64_t>(1, std::min(p.rows(), kGpuChunkElements /
+                                                     std::max<int64_t>(p.col_width(), 1)));
+}
+
+Status LaunchStatus(bool ok, const char* what) {
+  return ok ? Status() : tensorflow::errors::Internal("DeformConv2d: CUDA launch of ", what,
+                                                      " failed");
+}
+
+// The tensor's data as float32 on the device: itself for float, else a converted temporary.
+template <typename T>
+Status FloatData(OpKernelContext* ctx, const Tensor& t, Tensor* tmp, const float** out) {
+  if constexpr (std::is_same<T, float>::value) {
+    *out = t.flat<float>().data();
+    return Status();
+  } else {
+    TF_RETURN_IF_ERROR(ctx->allocate_temp(tensorflow::DT_FLOAT,
+                                          TensorShape({t.NumElements()}), tmp));
+    *out = tmp->flat<float>().data();
+    return LaunchStatus(deform_gpu::ToFloat<T>(ctx->eigen_device<GpuDevice>(),
+                                               t.flat<T>().data(), t.NumElements(),
+                                               tmp->flat<float>().data()),
+                        "ToFloat");
+  }
+}
+
+// A float32 accumulator for output t: t itself for float, else a temporary.
+template <typename T>
+Status FloatTarget(OpKernelContext* ctx, Tensor* t, Tensor* tmp, float** out) {
+  if constexpr (std::is_same<T, float>::value) {
+    *out = t->flat<float>().data();
+    return Status();
+  } else {
+    TF_RETURN_IF_ERROR(ctx->allocate_temp(tensorflow::DT_FLOAT,
+                                          TensorShape({t->NumElements()}), tmp));
+    *out = tmp->flat<float>().data();
+    return Status();
+  }
+}
+
+template <typename T>
+Status StoreTarget(OpKernelContext* ctx, const float* acc, Tensor* t) {
+  if constexpr (std::is_same<T, float>::value) {
+    return Status();
+  } else {
+    return LaunchStatus(deform_gpu::FromFloat<T>(ctx->eigen_device<GpuDevice>(), acc,
+                                                 t->NumElements(), t->flat<T>().data()),
+                        "FromFloat");
+  }
+}
+
+}  // namespace
+
+template <typename T>
+class DeformConv2dGpuOp : public DeformConvBase {
+ public:
+  explicit DeformConv2dGpuOp(OpKernelConstruction* ctx) : DeformConvBase(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &input = ctx->input(0), &offset = ctx->input(1), &mask = ctx->input(2),
+                 &weight = ctx->input(3), &bias = ctx->input(4);
+    DeformConvParams p;
+    OP_REQUIRES_OK(ctx, Check(input, offset, mask, weight, &bias, &p));
+    Tensor* output = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(
+                            0, TensorShape({p.batch, p.out_height, p.out_width, p.out_channels}),
+                            &output));
+    const int64_t rows = p.rows(), cout = p.out_channels, cw = p.col_width();
+    if (rows == 0 || cout == 0) return;
+    const GpuDevice& d = ctx->eigen_device<GpuDevice>();
+    Tensor w_tmp, b_tmp, out_tmp, col_t;
+    const float *w, *b = nullptr;
+    float* out;
+    OP_REQUIRES_OK(ctx, FloatData<T>(ctx, weight, &w_tmp, &w));
+    if (p.use_bias) OP_REQUIRES_OK(ctx, FloatData<T>(ctx, bias, &b_tmp, &b));
+    OP_REQUIRES_OK(ctx, FloatTarget<T>(ctx, output, &out_tmp, &out));
+    const int64_t chunk = GpuChunkRows(p);
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({chunk * cw}),
+                                           &col_t));
+    float* col = col_t.flat<float>().data();
+    const T* x = input.flat<T>().data();
+    const T* off = offset.flat<T>().data();
+    const T* m = p.use_mask ? mask.flat<T>().data() : nullptr;
+    const int64_t kcg = p.kernel_points() * p.group_channels(), coutg = p.group_out_channels();
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+      const int64_t n = std::min(chunk, rows - r0);
+      OP_REQUIRES_OK(ctx, LaunchStatus(deform_gpu::Im2Col<T>(d, p, x, off, m, r0, n, col),
+                                       "Im2Col"));
+      for (int64_t g = 0; g < p.groups; ++g) {
+        OP_REQUIRES_OK(ctx, LaunchStatus(
+            deform_gpu::Gemm(d, n, coutg, kcg, col + g * kcg, cw, false, w + g * coutg, cout,
+                             false, 0.0f, out + r0 * cout + g * coutg, cout), "Gemm"));
+      }
+    }
+    if (b != nullptr) {
+      OP_REQUIRES_OK(ctx, LaunchStatus(deform_gpu::AddBias(d, b, rows, cout, out), "AddBias"));
+    }
+    OP_REQUIRES_OK(ctx, StoreTarget<T>(ctx, out, output));
+  }
+};
+
+template <typename T>
+class DeformConv2dGradGpuOp : public DeformConvBase {
+ public:
+  explicit DeformConv2dGradGpuOp(OpKernelConstruction* ctx) : DeformConvBase(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &input = ctx->input(0), &offset = ctx->input(1), &mask = ctx->input(2),
+                 &weight = ctx->input(3), &grad_output = ctx->input(4);
+    DeformConvParams p;
+    OP_REQUIRES_OK(ctx, Check(input, offset, mask, weight, nullptr, &p));
+    const TensorShape out_shape({p.batch, p.out_height, p.out_width, p.out_channels});
+    OP_REQUIRES(ctx, grad_output.shape() == out_shape,
+                InvalidArgument("grad_output must have shape ", out_shape.DebugString(),
+                                ", got ", grad_output.shape().DebugString()));
+    Tensor *gx_t, *goff_t, *gm_t, *gw_t, *gb_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, input.shape(), &gx_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, offset.shape(), &goff_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, mask.shape(), &gm_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, weight.shape(), &gw_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(
+                            4, TensorShape({p.use_bias ? p.out_channels : 0}), &gb_t));
+    const GpuDevice& d = ctx->eigen_device<GpuDevice>();
+    Tensor w_tmp, go_tmp, gx_tmp, gw_tmp, gb_tmp, col_t, gcol_t;
+    const float *w, *go;
+    float *gx, *gw, *gb;
+    OP_REQUIRES_OK(ctx, FloatData<T>(ctx, weight, &w_tmp, &w));
+    OP_REQUIRES_OK(ctx, FloatData<T>(ctx, grad_output, &go_tmp, &go));
+    OP_REQUIRES_OK(ctx, FloatTarget<T>(ctx, gx_t, &gx_tmp, &gx));
+    OP_REQUIRES_OK(ctx, FloatTarget<T>(ctx, gw_t, &gw_tmp, &gw));
+    OP_REQUIRES_OK(ctx, FloatTarget<T>(ctx, gb_t, &gb_tmp, &gb));
+    OP_REQUIRES_OK(ctx, LaunchStatus(deform_gpu::Fill(d, gx, gx_t->NumElements(), 0.0f), "Fill"));
+    OP_REQUIRES_OK(ctx, LaunchStatus(deform_gpu::Fill(d, gw, gw_t->NumElements(), 0.0f), "Fill"));
+    OP_REQUIRES_OK(ctx, LaunchStatus(deform_gpu::Fill(d, gb, gb_t->NumElements(), 0.0f), "Fill"));
+    const int64_t rows = p.rows(), cout = p.out_channels, cw = p.col_width();
+    if (rows > 0 && cout > 0) {
+      const int64_t chunk = GpuChunkRows(p);
+      OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({chunk * cw}),
+                                             &col_t));
+      OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({chunk * cw}),
+                                             &gcol_t));
+      float* col = col_t.flat<float>().data();
+      float* gcol = gcol_t.flat<float>().data();
+      const T* x = input.flat<T>().data();
+      const T* off = offset.flat<T>().data();
+      const T* m = p.use_mask ? mask.flat<T>().data() : nullptr;
+      T* goff = goff_t->flat<T>().data();
+      T* gm = p.use_mask ? gm_t->flat<T>().data() : nullptr;
+      const int64_t kcg = p.kernel_points() * p.group_channels(), coutg = p.group_out_channels();
+      for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+        const int64_t n = std::min(chunk, rows - r0);
+        OP_REQUIRES_OK(ctx, LaunchStatus(deform_gpu::Im2Col<T>(d, p, x, off, m, r0, n, col),
+                                         "Im2Col"));
+        for (int64_t g = 0; g < p.groups; ++g) {  // gcol = grad_output x weight^T
+          OP_REQUIRES_OK(ctx, LaunchStatus(
+              deform_gpu::Gemm(d, n, kcg, coutg, go + r0 * cout + g * coutg, cout, false,
+                               w + g * coutg, cout, true, 0.0f, gcol + g * kcg, cw), "Gemm"));
+        }
+        OP_REQUIRES_OK(ctx, LaunchStatus(
+            deform_gpu::CoordGrad<T>(d, p, x, off, m, gcol, r0, n, goff, gm), "CoordGrad"));
+        OP_REQUIRES_OK(ctx, LaunchStatus(deform_gpu::Col2Im<T>(d, p, off, m, gcol, r0, n, gx),
+                                         "Col2Im"));
+        for (int64_t g = 0; g < p.groups; ++g) {  // grad_weight += columns^T x grad_output
+          OP_REQUIRES_OK(ctx, LaunchStatus(
+              deform_gpu::Gemm(d, kcg, coutg, n, col + g * kcg, cw, true,
+                               go + r0 * cout + g * coutg, cout, false, 1.0f, gw + g * coutg,
+                               cout), "Gemm"));
+        }
+        if (p.use_bias) {
+          OP_REQUIRES_OK(ctx, LaunchStatus(deform_gpu::BiasGrad(d, go, r0, n, cout, gb),
+                                           "BiasGrad"));
+        }
+      }
+    }
+    OP_REQUIRES_OK(ctx, StoreTarget<T>(ctx, gx, gx_t));
+    OP_REQUIRES_OK(ctx, StoreTarget<T>(ctx, gw, gw_t));
+    OP_REQUIRES_OK(ctx, StoreTarget<T>(ctx, gb, gb_t));
+  }
+};
+
+#define KDET_REGISTER_DEFORM_GPU(T)                                                      \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("KdetDeformConv2d").Device(tensorflow::DEVICE_GPU).TypeConstraint<T>("T"),    \
+      DeformConv2dGpuOp<T>);                                                             \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("KdetDeformConv2dGrad").Device(tensorflow::DEVICE_GPU).TypeConstraint<T>("T"),\
+      DeformConv2dGradGpuOp<T>);
+
+KDET_REGISTER_DEFORM_GPU(Eigen::half);
+KDET_REGISTER_DEFORM_GPU(Eigen::bfloat16);
+KDET_REGISTER_DEFORM_GPU(float);
+#endif  // GOOGLE_CUDA
 
 }  // namespace kdet
