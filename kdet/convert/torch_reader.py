@@ -24,6 +24,7 @@ import struct
 import tarfile
 import warnings
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -285,47 +286,54 @@ def _finish(obj, path):
     """_materialise with numpy/size errors reported as a corrupt checkpoint."""
     try:
         return _materialise(obj)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     except (ValueError, TypeError, MemoryError, RecursionError, OverflowError) as e:
         raise CheckpointError(f"{path}: corrupt checkpoint ({type(e).__name__}: {e})") from None
 
 
 def _load_zip(path, unknown):
     try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as e:
+        with zipfile.ZipFile(path) as zf:
+            return _load_zip_members(zf, path, unknown)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
         raise CheckpointError(f"{path}: corrupt zip checkpoint ({e})") from None
-    with zf:
-        names = zf.namelist()
-        pkl = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
-        if not pkl:
-            raise CheckpointError(f"{path}: zip file without <folder>/data.pkl; not a PyTorch "
-                                  "checkpoint (a TorchScript archive or another zip?)")
-        root = pkl[0][:-len("data.pkl")]
-        byteorder = "little"
-        if root + "byteorder" in names:
-            byteorder = zf.read(root + "byteorder").decode("ascii", "replace").strip()
-            if byteorder not in ("little", "big"):
-                raise CheckpointError(f"{path}: unknown byteorder {byteorder!r}")
-        storages = {}
 
-        def load_storage(storage_type, key, location, numel, *view):
-            dtype = _check_storage_type(storage_type)
-            key = key.decode("ascii") if isinstance(key, bytes) else str(key)
-            if key not in storages:
-                name = f"{root}data/{key}"
-                try:
-                    raw = zf.read(name)
-                except KeyError:
-                    raise CheckpointError(f"{path}: storage record {name!r} is missing") from None
-                if len(raw) < int(numel) * _element_size(dtype):
-                    raise CheckpointError(f"{path}: storage {name!r} holds {len(raw)} bytes, "
-                                          f"expected {int(numel) * _element_size(dtype)}")
-                storages[key] = _Storage(dtype, numel, _raw_to_array(raw, dtype, byteorder))
-            return storages[key]
 
-        data = zf.read(pkl[0])
-        obj = _unpickle(io.BytesIO(data), load_storage, path, unknown)
-        return _finish(obj, path)
+def _load_zip_members(zf, path, unknown):
+    """The object in a zip checkpoint, reading ``data/<key>`` storages as referenced."""
+    names = zf.namelist()
+    pkl = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
+    if not pkl:
+        raise CheckpointError(f"{path}: zip file without <folder>/data.pkl; not a PyTorch "
+                              "checkpoint (a TorchScript archive or another zip?)")
+    root = pkl[0][:-len("data.pkl")]
+    byteorder = "little"
+    if root + "byteorder" in names:
+        byteorder = zf.read(root + "byteorder").decode("ascii", "replace").strip()
+        if byteorder not in ("little", "big"):
+            raise CheckpointError(f"{path}: unknown byteorder {byteorder!r}")
+    storages = {}
+
+    def load_storage(storage_type, key, location, numel, *view):
+        dtype = _check_storage_type(storage_type)
+        key = key.decode("ascii") if isinstance(key, bytes) else str(key)
+        if key not in storages:
+            name = f"{root}data/{key}"
+            try:
+                raw = zf.read(name)
+            except KeyError:
+                raise CheckpointError(f"{path}: storage record {name!r} is missing") from None
+            if len(raw) < int(numel) * _element_size(dtype):
+                raise CheckpointError(f"{path}: storage {name!r} holds {len(raw)} bytes, "
+                                      f"expected {int(numel) * _element_size(dtype)}")
+            raw = raw[:int(numel) * _element_size(dtype)]
+            storages[key] = _Storage(dtype, numel, _raw_to_array(raw, dtype, byteorder))
+        return storages[key]
+
+    data = zf.read(pkl[0])
+    obj = _unpickle(io.BytesIO(data), load_storage, path, unknown)
+    return _finish(obj, path)
 
 
 def _unpickle(f, load_storage, path, unknown=None):
@@ -433,6 +441,10 @@ def _load_any(path, unknown):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     if zipfile.is_zipfile(path):
         return _load_zip(path, unknown)
+    with open(path, "rb") as f:
+        if f.read(4) == b"PK\x03\x04":
+            raise CheckpointError(f"{path}: truncated or corrupt zip checkpoint (no central "
+                                  "directory)")
     if tarfile.is_tarfile(path) and _looks_like_torch_tar(path):
         raise CheckpointError(f"{path}: PyTorch < 0.4 tar checkpoints are not supported; "
                               "re-save it with a newer torch")

@@ -108,13 +108,13 @@ def test_subprocess_to_mmdet_and_corrupt_input(pycls_ckpt, tmp_path):
                        timeout=300)
     assert r.returncode == 0, r.stderr
     assert f"to {dst}" in r.stdout
-    torch = pytest.importorskip("torch", reason="torch (test-only) checks the written file")
-    sd = torch.load(dst, weights_only=True)["state_dict"]
-    np.testing.assert_array_equal(sd["conv1.weight"].numpy(),
-                                  read_torch_checkpoint(src)["stem.conv.weight"])
     bad = tmp_path / "bad.pth"
     bad.write_bytes(src.read_bytes()[:5000])
     r = subprocess.run(cmd + [str(bad), str(dst), "--to-mmdet"], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("kdet convert: error: ") and "bad.pth" in r.stderr
+    torch = pytest.importorskip("torch", reason="torch (test-only) checks the written file")
+    sd = torch.load(dst, weights_only=True)["state_dict"]
+    np.testing.assert_array_equal(sd["conv1.weight"].numpy(),
+                                  read_torch_checkpoint(src)["stem.conv.weight"])

@@ -102,8 +102,31 @@ def test_truncated_and_corrupt_files(tmp_path):
             zout.writestr(info.filename, blob[:100] if info.filename.endswith("data/0") else blob)
     with pytest.raises(CheckpointError, match="holds 100 bytes, expected 4000"):
         read_torch_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="truncated.pth: truncated or corrupt zip"):
+        read_torch_checkpoint(tmp_path / "truncated.pth")
     with pytest.raises(CheckpointError, match="does not exist"):
         read_torch_checkpoint(tmp_path / "missing.pth")
+
+
+def test_big_endian_checkpoint(tmp_path):
+    """A file written on a big-endian machine (byteorder record "big") is byte-swapped."""
+    w = np.arange(12, dtype=np.float32).reshape(3, 4) - 5.5
+    little = tmp_path / "le.pth"
+    write_torch_checkpoint(little, {"state_dict": {"w": w, "n": np.arange(3, dtype=np.int64)}})
+    big = tmp_path / "be.pth"
+    with zipfile.ZipFile(little) as zin, zipfile.ZipFile(big, "w") as zout:
+        for name in zin.namelist():
+            blob = zin.read(name)
+            if name.endswith("byteorder"):
+                blob = b"big"
+            elif name.endswith("data/0"):
+                blob = np.frombuffer(blob, "<f4").astype(">f4").tobytes()
+            elif name.endswith("data/1"):
+                blob = np.frombuffer(blob, "<i8").astype(">i8").tobytes()
+            zout.writestr(name, blob)
+    got = read_torch_checkpoint(big)
+    np.testing.assert_array_equal(got["w"], w)
+    np.testing.assert_array_equal(got["n"], [0, 1, 2])
 
 
 def test_no_tensors_is_an_error(tmp_path):
