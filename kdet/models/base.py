@@ -130,6 +130,28 @@ class Detector(keras.Model):
         losses = self.compute_losses(images, gt, training=False)
         return self._report(losses, self._total(losses))
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Build from the first replica's batch under a distribution strategy.
+
+        Keras 3.15 learns the input shapes by reducing one distributed batch with
+        ``strategy.reduce("MEAN")``, which fails on the boolean ``gt["ignore"]`` and needlessly
+        all-reduces the images; only the shapes matter, and every replica's are the same.
+        """
+        strategy = self._distribute_strategy
+        if strategy is None or iterator is None:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+        def local(v):
+            if isinstance(v, tf.distribute.DistributedValues):
+                return strategy.experimental_local_results(v)[0]
+            return v
+
+        for _, _, it in iterator:
+            data_batch = tf.nest.map_structure(local, next(it))
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
     def predict_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
         return self(images, training=False)

@@ -34,7 +34,9 @@ def _data(n=8):
     images = np.zeros((n, 16, 16, 3), "float32")
     boxes = np.tile(np.array([[[1.0, 2.0, 3.0, 4.0]]], "float32"), (n, 2, 1))
     labels = np.array([[0, -1]] * n, "int32")
-    return tf.data.Dataset.from_tensor_slices((images, {"boxes": boxes, "labels": labels})).batch(4)
+    ignore = np.zeros((n, 2), bool)  # a boolean gt key, as kdet.data yields
+    gt = {"boxes": boxes, "labels": labels, "ignore": ignore}
+    return tf.data.Dataset.from_tensor_slices((images, gt)).batch(4)
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -59,3 +61,18 @@ def test_ground_truth_errors():
                            with_masks=True)
     with pytest.raises(KdetError, match="style"):
         default_preprocessing("tf")
+
+
+def test_fit_under_mirrored_strategy_matches_single_device():
+    """Two logical CPUs (own process): same weights as one device on the same global batch."""
+    import json
+    import pathlib
+    import subprocess
+    import sys
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(repo / "tests/models/_mirrored_toy.py"), str(repo)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(out["mirrored"][0], out["single"][0], atol=1e-6)
+    np.testing.assert_allclose(out["mirrored"][1], out["single"][1], atol=1e-6)
