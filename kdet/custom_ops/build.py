@@ -43,7 +43,7 @@ DEFAULT_CUDA_ARCHS = "75,80,86,89,90"  # Turing .. Hopper; CUDA 13 no longer tar
 
 # Our own flags, on top of tf.sysconfig's (which give -D_GLIBCXX_USE_CXX11_ABI=1 --std=c++17
 # -DEIGEN_MAX_ALIGN_BYTES=64 for the TF 2.21 wheels).
-CXX_FLAGS = ("-std=c++17", "-shared", "-fPIC", "-O2", "-DNDEBUG")
+CXX_FLAGS = ("-std=c++17", "-shared", "-fPIC", "-O3", "-DNDEBUG")
 NVCC_FLAGS = ("-std=c++17", "--expt-relaxed-constexpr", "-DGOOGLE_CUDA=1", "-DNDEBUG",
               "-O2", "-Xcompiler", "-fPIC", "-x", "cu")
 

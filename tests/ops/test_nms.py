@@ -145,4 +145,4 @@ def test_nms_bad_input():
     with pytest.raises(KdetError, match="max_output_size"):
         ops.nms_padded(boxes, np.zeros([3], np.float32), tf.constant(3), 0.5)
     with pytest.raises(KdetError, match="floating"):
-        ops.nms(boxes.astype(np.int32), np.zeros([3], np.float32), 0.5)
+        ops.nms(tf.zeros([3, 4], tf.int32), np.zeros([3], np.float32), 0.5)
