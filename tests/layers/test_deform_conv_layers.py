@@ -146,3 +146,22 @@ def test_bad_input_channels(kwargs, message):
     layer = DeformConv2D(**{"filters": 6, **kwargs})
     with pytest.raises(KdetError, match=message):
         layer(_x())
+
+
+def test_saved_model_traced_with_the_twin_has_no_kdet_op(tmp_path):
+    """Exports trace inside use_implementation("tf"): TF Serving can load the graph without
+    kdet's op library."""
+    from kdet.ops import use_implementation
+    layer = ModulatedDeformConv2D(4)
+    x = _x((1, 6, 6, 4))
+    want = layer(x)
+    module = tf.Module()
+    module.layer = layer
+    module.serve = tf.function(layer.call, input_signature=[tf.TensorSpec([None, 6, 6, 4])])
+    with use_implementation("tf"):
+        tf.saved_model.save(module, str(tmp_path))
+    loaded = tf.saved_model.load(str(tmp_path))
+    graph = loaded.serve.get_concrete_function().graph.as_graph_def()
+    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    assert ops and not any(op.startswith("Kdet") for op in ops), sorted(ops)
+    np.testing.assert_allclose(loaded.serve(x).numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
