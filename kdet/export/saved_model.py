@@ -139,7 +139,7 @@ def _outputs(out):
 
 
 def export_saved_model(model, path, input_size=None, max_image_size=DEFAULT_MAX_IMAGE_SIZE,
-                       overwrite=False):
+                       signatures=SIGNATURES, overwrite=False):
     """Writes a SavedModel of ``model`` for TF Serving; returns ``path``.
 
     Args:
@@ -151,6 +151,8 @@ def export_saved_model(model, path, input_size=None, max_image_size=DEFAULT_MAX_
         to a multiple of size_divisor, as mmdet's test pipeline does.
       max_image_size: the image signatures refuse (InvalidArgumentError naming the limit) an
         image whose longer side exceeds this many pixels.
+      signatures: which of :data:`SIGNATURES` to write (``serving_default`` always is; each
+        one traces the model once more).
       overwrite: replace an existing non-empty ``path``.
 
     The signatures and outputs are described in the module docstring; the graph is traced with
@@ -163,19 +165,25 @@ def export_saved_model(model, path, input_size=None, max_image_size=DEFAULT_MAX_
         raise KdetError(f"max_image_size must be >= 1, got {max_image_size}")
     if os.path.isdir(path) and os.listdir(path) and not overwrite:
         raise KdetError(f"{path} exists and is not empty (pass overwrite=True)")
+    _preprocessing(model, input_size)       # validates before anything is traced
     if not getattr(model, "built", False):
         raise KdetError("build the model (call it once or load weights) before exporting")
+    names = ("serving_default",) + tuple(n for n in signatures if n != "serving_default")
+    unknown = [n for n in names if n not in SIGNATURES]
+    if unknown:
+        raise KdetError(f"unknown signature(s) {unknown}; choose from {list(SIGNATURES)}")
     module = _Exporter(model, input_size, max_image_size)
     fns = {"serving_default": (module.serve_bytes, tf.TensorSpec([None], tf.string, "images")),
            "predict_pixels": (module.serve_pixels,
                               tf.TensorSpec([None, None, None, 3], tf.uint8, "images")),
            "predict_normalized": (module.serve_normalized,
                                   tf.TensorSpec([None, None, None, 3], tf.float32, "images"))}
-    signatures = {}
+    traced = {}
     with use_implementation("tf"):
-        for name, (fn, spec) in fns.items():
-            signatures[name] = tf.function(fn, input_signature=[spec]).get_concrete_function()
-        tf.saved_model.save(module, path, signatures=signatures)
+        for name in names:
+            fn, spec = fns[name]
+            traced[name] = tf.function(fn, input_signature=[spec]).get_concrete_function()
+        tf.saved_model.save(module, path, signatures=traced)
     return path
 
 
