@@ -61,7 +61,9 @@ class SingleStageDetector(Detector):
         try:
             self.bbox_head = self.head_class(num_classes=self.num_classes, name="bbox_head",
                                              **head_cfg)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
+            if isinstance(e, KdetError):
+                raise
             raise KdetError(f"bad head arguments for {type(self).__name__}: {e}") from None
         if self.bbox_head.anchor_generator.num_levels != self.neck.num_outs:
             raise KdetError(f"the head has {self.bbox_head.anchor_generator.num_levels} anchor "

@@ -13,6 +13,7 @@ import math
 
 import keras
 
+from kdet.errors import KdetError
 from kdet.heads.dense.anchor_head import AnchorHead
 
 # RetinaNet paper sec. 4.1: bias b = -log((1 - pi) / pi), pi = 0.01.
@@ -40,6 +41,11 @@ class RetinaHead(AnchorHead):
     cls_name, reg_name = "retina_cls", "retina_reg"
 
     def __init__(self, num_classes, stacked_convs=4, norm=None, **kwargs):
+        if norm not in (None, "GN"):
+            raise KdetError(f"norm must be None or 'GN', got {norm!r}")
+        feat = int(kwargs.get("feat_channels", 256))
+        if norm == "GN" and feat % 32:
+            raise KdetError(f"GroupNorm(32) needs feat_channels divisible by 32, got {feat}")
         self.stacked_convs = int(stacked_convs)
         self.norm = norm
         super().__init__(num_classes, **kwargs)
