@@ -1,4 +1,6 @@
 """kdet.models.ATSS: the Detector contract and MMDetection's ATSS configuration."""
+import pytest
+
 from kdet.models import ATSS
 
 from .single_stage_common import check_fit_xla, check_predict_contract, check_save_load, tiny
@@ -14,8 +16,12 @@ def test_defaults_follow_the_mmdet_atss_config():
     assert head.anchor_generator.num_base_anchors == [1] * 5 and head.norm == "GN"
 
 
-def test_predict_fit_and_round_trip(tmp_path):
+def test_predict_and_save_load_round_trip(tmp_path):
     model = tiny(ATSS)
     check_predict_contract(model)
     check_save_load(model, ATSS, tmp_path)
-    check_fit_xla(model, ("loss_cls", "loss_bbox", "loss_centerness"))
+
+
+@pytest.mark.slow  # XLA-compiles the whole train step (minutes on the shared 2-core CPU)
+def test_fit_with_jit_compile():
+    check_fit_xla(tiny(ATSS), ("loss_cls", "loss_bbox", "loss_centerness"))

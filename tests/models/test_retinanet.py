@@ -38,11 +38,15 @@ def test_mmdet_architecture_r50_parameter_count():
     assert type(head.loss_bbox).__name__ == "L1Loss"
 
 
-def test_predict_fit_and_round_trip(tmp_path):
+def test_predict_and_save_load_round_trip(tmp_path):
     model = tiny(RetinaNet)
     check_predict_contract(model)
     check_save_load(model, RetinaNet, tmp_path)
-    check_fit_xla(model, ("loss_cls", "loss_bbox"))
+
+
+@pytest.mark.slow  # XLA-compiles the whole train step (minutes on the shared 2-core CPU)
+def test_fit_with_jit_compile():
+    check_fit_xla(tiny(RetinaNet), ("loss_cls", "loss_bbox"))
 
 
 def test_bad_input_raises_kdet_errors():
@@ -62,6 +66,7 @@ def test_bad_input_raises_kdet_errors():
         model(tf.zeros((1, 64, 64, 4)))
 
 
+@pytest.mark.slow  # six model.fit traces in a subprocess
 def test_mirrored_strategy_step_equals_single_device_step():
     script = os.path.join(REPO, "tests", "models", "scripts", "single_stage_mirrored.py")
     proc = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=1200,

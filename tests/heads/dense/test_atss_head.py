@@ -102,7 +102,7 @@ def test_empty_gt_pushes_every_score_to_background():
     assert float(losses["loss_bbox"]) == 0.0 and float(losses["loss_centerness"]) == 0.0
     assert np.isfinite(float(losses["loss_cls"]))
     before = max_score(head, feats)
-    totals = train_head_on(head, feats, gt, steps=8, lr=0.01)
+    totals = train_head_on(head, feats, gt, steps=5, lr=0.01)
     assert all(np.isfinite(totals)) and max_score(head, feats) < before
 
 
