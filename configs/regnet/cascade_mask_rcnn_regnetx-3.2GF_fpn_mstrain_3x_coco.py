@@ -1,0 +1,32 @@
+"""cascade_mask_rcnn_regnetx-3.2GF_fpn_mstrain_3x_coco: Cascade Mask R-CNN, regnetx_3.2gf + FPN.
+
+Seed: seed 000_f00d3e4ef827aa2d.txt, RegNet: Pre-trained models (mstrain 3x).
+MMDetection: https://github.com/open-mmlab/mmdetection/blob/v2.28.2/configs/regnet/cascade_mask_rcnn_regnetx-3.2GF_fpn_mstrain_3x_coco.py
+"""
+from kdet.zoo.recipe import MMDET, MSTRAIN_RANGE, PYTORCH_NORM, Recipe, SeedResult, ZooConfig
+
+CONFIG = ZooConfig(
+    name='cascade_mask_rcnn_regnetx-3.2GF_fpn_mstrain_3x_coco',
+    model='CascadeMaskRCNN',
+    not_implemented='Cascade Mask R-CNN is not implemented in kdet yet (no kdet.models.CascadeRCNN)',
+    source=MMDET + 'regnet/cascade_mask_rcnn_regnetx-3.2GF_fpn_mstrain_3x_coco.py',
+    # backbone=dict(type=..., out_indices=(0, 1, 2, 3), frozen_stages=1,
+    #               norm_cfg=dict(type='BN', requires_grad=True), norm_eval=True,
+    #               style='pytorch')
+    backbone='regnetx_3.2gf',
+    backbone_kwargs={'frozen_stages': 1, 'norm_eval': True, 'style': 'pytorch'},
+    # neck=dict(type='FPN', in_channels=[96, 192, 432, 1008], out_channels=256, num_outs=5)
+    fpn_in_channels=(96, 192, 432, 1008),
+    recipe=Recipe(
+        schedule={'max_epochs': 36, 'step': [27, 33]},  # common/mstrain_3x: RepeatDataset(times=3), 12 epochs, step [9, 11]
+        base_lr=0.02, batch_size=16,  # 8 GPUs x 2 images; optimizer=dict(type='SGD', lr=0.02, momentum=0.9, ...)
+        weight_decay=5e-05,  # RegNet notice 1: weight_decay=5e-5
+        grad_clip=35.0,  # optimizer_config grad_clip=dict(max_norm=35, norm_type=2)
+        img_norm=PYTORCH_NORM,  # img_norm_cfg inherited from configs/common/mstrain_3x_coco_instance.py
+        train_scales=MSTRAIN_RANGE, multiscale_mode='range',  # Resize(img_scale=[(1333, 640), (1333, 800)], multiscale_mode='range')
+        with_masks=True,  # LoadAnnotations(with_mask=True, poly2mask=False)
+        poly2mask=False,
+    ),
+    seed=SeedResult(box_ap=45.8, mask_ap=40.0, mem_gb=6.4,
+                    table='seed 000_f00d3e4ef827aa2d.txt, RegNet: Pre-trained models (mstrain 3x)'),
+)
