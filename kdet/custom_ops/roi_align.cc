@@ -192,6 +192,19 @@ inline void Axpy(float a, const float* __restrict__ x, float* __restrict__ y, in
   for (int64_t c = 0; c < n; ++c) y[c] += a * x[c];
 }
 
+// v_i[c] += w_i * g[c] for four distinct corners (the caller checks they differ).
+inline void ScatterCorners(const float* __restrict__ g, float w1, float* __restrict__ v1,
+                           float w2, float* __restrict__ v2, float w3, float* __restrict__ v3,
+                           float w4, float* __restrict__ v4, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) {
+    const float gc = g[c];
+    v1[c] += w1 * gc;
+    v2[c] += w2 * gc;
+    v3[c] += w3 * gc;
+    v4[c] += w4 * gc;
+  }
+}
+
 // out[c] += w1 v1[c] + w2 v2[c] + w3 v3[c] + w4 v4[c]; out is the output tensor, never a v.
 inline void BilinearAccumulate(float w1, const float* __restrict__ v1, float w2,
                                const float* __restrict__ v2, float w3,
@@ -321,11 +334,15 @@ class RoiAlignGradOp : public OpKernel {
                   float* v2 = row_lo + xs.high[j] * C;
                   float* v3 = row_hi + xs.low[j] * C;
                   float* v4 = row_hi + xs.high[j] * C;
-                  // Four separate passes: v1..v4 may coincide at the map's edge.
-                  Axpy(w1, g + c0, v1 + c0, c1 - c0);
-                  Axpy(w2, g + c0, v2 + c0, c1 - c0);
-                  Axpy(w3, g + c0, v3 + c0, c1 - c0);
-                  Axpy(w4, g + c0, v4 + c0, c1 - c0);
+                  if (v1 != v2 && v1 != v3) {  // four distinct corners: one fused pass
+                    ScatterCorners(g + c0, w1, v1 + c0, w2, v2 + c0, w3, v3 + c0, w4, v4 + c0,
+                                   c1 - c0);
+                  } else {  // at the map's edge corners coincide: one pass each
+                    Axpy(w1, g + c0, v1 + c0, c1 - c0);
+                    Axpy(w2, g + c0, v2 + c0, c1 - c0);
+                    Axpy(w3, g + c0, v3 + c0, c1 - c0);
+                    Axpy(w4, g + c0, v4 + c0, c1 - c0);
+                  }
                 }
               }
             }
