@@ -143,7 +143,8 @@ def cuda_archs():
     raw = os.environ.get("KDET_CUDA_ARCHS", DEFAULT_CUDA_ARCHS)
     archs = [a.strip().replace("sm_", "").replace(".", "") for a in raw.split(",") if a.strip()]
     if not archs or not all(a.isdigit() for a in archs):
-        raise BuildError(f"KDET_CUDA_ARCHS={raw!r}: expected comma-separated SM versions like 80,90")
+        raise BuildError(f"KDET_CUDA_ARCHS={raw!r}: expected comma-separated SM versions "
+                         "like 80,90")
     return archs
 
 
@@ -215,7 +216,8 @@ def cxx_object_command(cxx, src, out, nvcc=None):
     """g++ command for one ``.cc``; with ``nvcc`` (a CUDA build) GPU registrations are on."""
     flags = [f for f in (*CXX_FLAGS, *cpu_arch_flags(), *tf_compile_flags()) if f != "-shared"]
     if nvcc is not None:
-        flags += ["-DGOOGLE_CUDA=1", f"-I{cuda_include_shim(nvcc)}", f"-I{cuda_home(nvcc) / 'include'}"]
+        flags += ["-DGOOGLE_CUDA=1", f"-I{cuda_include_shim(nvcc)}",
+                  f"-I{cuda_home(nvcc) / 'include'}"]
     return [cxx, *flags, f"-I{SOURCE_DIR}", "-c", str(src), "-o", str(out)]
 
 

@@ -39,7 +39,8 @@ def _check_inputs(fn, boxes, scores, class_ids=None, batched=False):
         raise KdetError(f"{fn}: boxes and scores must be floating tensors, got "
                         f"{boxes.dtype.name} and {scores.dtype.name}")
     rank = 3 if batched else 2
-    if boxes.shape.rank is not None and (boxes.shape.rank != rank or boxes.shape[-1] not in (None, 4)):
+    if boxes.shape.rank is not None and (boxes.shape.rank != rank
+                                         or boxes.shape[-1] not in (None, 4)):
         raise KdetError(f"{fn}: boxes must have shape {lead}, 4] (x1, y1, x2, y2), "
                         f"got {boxes.shape}")
     if scores.shape.rank is not None and scores.shape.rank != rank - 1:
@@ -50,7 +51,8 @@ def _check_inputs(fn, boxes, scores, class_ids=None, batched=False):
     if class_ids is not None:
         class_ids = tf.convert_to_tensor(class_ids)
         if not class_ids.dtype.is_integer:
-            raise KdetError(f"{fn}: class_ids must be an integer tensor, got {class_ids.dtype.name}")
+            raise KdetError(f"{fn}: class_ids must be an integer tensor, "
+                            f"got {class_ids.dtype.name}")
         if not class_ids.shape.is_compatible_with(scores.shape):
             raise KdetError(f"{fn}: class_ids {class_ids.shape} and scores {scores.shape} "
                             "disagree in shape")

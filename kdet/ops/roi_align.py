@@ -45,7 +45,8 @@ def _check_args(features, rois, output_size, spatial_scale, sampling_ratio, alig
             and spatial_scale > 0):
         raise KdetError(f"roi_align: spatial_scale must be a finite number > 0, "
                         f"got {spatial_scale!r}")
-    if not isinstance(sampling_ratio, int) or isinstance(sampling_ratio, bool) or sampling_ratio < 0:
+    if (not isinstance(sampling_ratio, int) or isinstance(sampling_ratio, bool)
+            or sampling_ratio < 0):
         raise KdetError(f"roi_align: sampling_ratio must be an int >= 0 (0 = adaptive), "
                         f"got {sampling_ratio!r}")
     if not isinstance(aligned, bool):
@@ -235,9 +236,9 @@ def _roi_align_twin_body(features, rois, oh, ow, spatial_scale, sampling_ratio, 
         x_lo, x_hi, wx_lo, wx_hi = _axis_weights(x, width)   # [K, ow]
         row_lo = base[:, None] + y_lo * width
         row_hi = base[:, None] + y_hi * width
-        idx = tf.stack([row_lo[:, :, None] + x_lo[:, None, :], row_lo[:, :, None] + x_hi[:, None, :],
-                        row_hi[:, :, None] + x_lo[:, None, :], row_hi[:, :, None] + x_hi[:, None, :]],
-                       axis=-1)
+        rows = (row_lo[:, :, None], row_lo[:, :, None], row_hi[:, :, None], row_hi[:, :, None])
+        cols = (x_lo[:, None, :], x_hi[:, None, :], x_lo[:, None, :], x_hi[:, None, :])
+        idx = tf.stack([r + c for r, c in zip(rows, cols)], axis=-1)
         w = tf.stack([wy_lo[:, :, None] * wx_lo[:, None, :], wy_lo[:, :, None] * wx_hi[:, None, :],
                       wy_hi[:, :, None] * wx_lo[:, None, :], wy_hi[:, :, None] * wx_hi[:, None, :]],
                      axis=-1)

@@ -59,7 +59,8 @@ def roi_align_ref(features, rois, output_size, spatial_scale=1.0, sampling_ratio
                 for iy in range(gh):
                     y = f32(start_h + f32(ph) * bin_h) + f32(f32(f32(iy + 0.5) * bin_h) / f32(gh))
                     for ix in range(gw):
-                        x = f32(start_w + f32(pw) * bin_w) + f32(f32(f32(ix + 0.5) * bin_w) / f32(gw))
+                        x = (f32(start_w + f32(pw) * bin_w)
+                             + f32(f32(f32(ix + 0.5) * bin_w) / f32(gw)))
                         acc += _bilinear(img, y, x)
                 out[k, ph, pw] = acc / count
     return out
