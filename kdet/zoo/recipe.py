@@ -37,6 +37,7 @@ class Recipe:
     weight_decay: float = 1e-4
     grad_clip: Optional[float] = None        # optimizer_config.grad_clip.max_norm
     warmup_iters: int = 500                  # lr_config: warmup='linear', 500 iters, 0.001
+                                             # (0: no warmup)
     warmup_ratio: float = 0.001
     img_scale: tuple = (1333, 800)           # test scale, and train scale without mstrain
     train_scales: Optional[tuple] = None     # mstrain: list of (long, short) scales
@@ -63,7 +64,8 @@ class Recipe:
         from kdet.training import sgd, step_schedule
         lr = step_schedule(self.lr(batch_size), int(steps_per_epoch),
                            schedule if schedule is not None else self.schedule,
-                           warmup_iters=self.warmup_iters, warmup_ratio=self.warmup_ratio)
+                           warmup="linear" if self.warmup_iters else None,
+                           warmup_iters=self.warmup_iters or 1, warmup_ratio=self.warmup_ratio)
         return sgd(lr, momentum=self.momentum, weight_decay=self.weight_decay,
                    clip_global_norm=self.grad_clip)
 
