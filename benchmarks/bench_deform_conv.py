@@ -6,8 +6,8 @@ Workload (issue 3): DCNv2 3x3, 256 -> 256 channels, stride 1, padding 1, on a 10
     .venv/bin/python benchmarks/bench_deform_conv.py [--batch 1 2] [--repeats 5] [--v1]
 
 Prints one line per (batch, implementation, pass) with the median wall time and process CPU
-time (all threads) in ms, and the speed-ups of the custom op over the twin. Forward is ``deform_conv2d``; "fwd+bwd" is forward
-plus the gradients for input, offset, mask, weight and bias, both in a ``tf.function``.
+time (all threads) in ms, and the speed-ups of the custom op over the twin. Forward is
+``deform_conv2d``; "fwd+bwd" is forward plus the gradients for input, offset, mask, weight and bias, both in a ``tf.function``.
 """
 import argparse
 import statistics

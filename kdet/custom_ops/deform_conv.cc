@@ -15,13 +15,13 @@
 // of output pixels, in parallel on TensorFlow's intra-op thread pool; the backward pass
 // recomputes the columns chunk by chunk (bounded memory), then runs the two GEMMs, the
 // offset/mask gradients (sharded over output pixels) and col2im (contiguous row ranges, each
-// scattering into a private copy of the image's input gradient, summed at the end). half and bfloat16 inputs are converted
-// to float32 and accumulated in float32; float64 is computed in float64 (gradient checks).
+// scattering into a private copy of the image's input gradient, summed at the end). half
+// and bfloat16 inputs are converted to float32 and accumulated in float32; float64 is
+// computed in float64 (gradient checks).
 #if GOOGLE_CUDA
 #define EIGEN_USE_GPU
 #endif
 #include <algorithm>
-#include <cstring>
 #include <functional>
 #include <type_traits>
 #include <vector>

@@ -12,7 +12,6 @@ import tensorflow as tf
 
 from kdet.errors import KdetError
 from kdet.ops import deform_conv2d
-from kdet.ops import deform_conv as dc
 
 
 def _custom_available():
