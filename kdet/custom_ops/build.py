@@ -30,6 +30,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import warnings
@@ -421,6 +422,11 @@ def load_library():
             _STATE["reason"] = "disabled by KDET_CUSTOM_OPS=0"
             return None
         try:
+            p = plan()
+            if p["cxx"] and not p["library"].exists():  # say why the first call pauses
+                print(f"kdet: compiling the custom ops for TensorFlow {_tf().__version__} into "
+                      f"{cache_dir()} (once; `kdet ops build` does it ahead of time)...",
+                      file=sys.stderr, flush=True)
             path = build(verbose=False)
             _STATE["module"] = _tf().load_op_library(str(path))
             _STATE["path"] = path
