@@ -62,6 +62,9 @@ def run_detector(args):
     print(f"\ntrained {result['steps']} steps in {result['train_seconds']:.0f} s (with evaluation)"
           f"; held-out bbox mAP {metrics.get('bbox_mAP', float('nan')):.3f}, segm mAP "
           f"{metrics.get('segm_mAP', float('nan')):.3f}", flush=True)
+    model_path = os.path.join(args.out, "mask_rcnn.keras")
+    result["model"].save(model_path)
+    print(f"saved {model_path}", flush=True)
     png = recipe.draw_predictions(result["model"], result["val_dataset"],
                                   os.path.join(args.out, "predictions.png"))
     print(f"wrote {png}", flush=True)

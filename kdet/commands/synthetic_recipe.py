@@ -13,8 +13,8 @@ a 2-core CPU in minutes, are the keyword defaults of :func:`synthetic_model` and
 * narrower heads: FPN / RPN / mask convs 64 channels (COCO 256), box FCs 256 (1024);
 * fewer RoIs for small images: train proposals nms_pre 1000 / 300 kept (2000 / 1000),
   R-CNN sampler 128 RoIs (512), test proposals 500 / 300 (1000 / 1000);
-* 256x256 images (1333x800), 3 classes; AdamW lr 1e-3 with 100 warmup steps and a x0.1
-  step at 80% (SGD 0.02, 1x/3x schedule).
+* 256x256 images (1333x800), 3 classes, batch 2; AdamW lr 1e-3 with 100 warmup steps and a
+  x0.1 step at 80% (SGD 0.02, 1x/3x schedule, batch 16).
 """
 import os
 import time
@@ -57,7 +57,7 @@ def datasets(data_dir, batch_size=4, image_size=SYNTH_IMAGE_SIZE, seed=0, max_in
     return train_ds, val_ds, paths
 
 
-def train(data_dir, epochs=12, num_images=400, batch_size=4, learning_rate=1e-3, seed=0,
+def train(data_dir, epochs=6, num_images=400, batch_size=2, learning_rate=1e-3, seed=0,
           steps_per_epoch=None, eval_interval=None, model=None, verbose=1, callbacks=(),
           jit_compile=False, make_data=True):
     """Generates the dataset (when missing), trains, evaluates.
