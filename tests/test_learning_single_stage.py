@@ -113,26 +113,22 @@ def train_and_evaluate(kind, minutes=20.0, image_size=160, num_images=300, root=
 
 
 def test_loss_falls_retinanet_and_paa(tmp_path):
-    """Default-suite check: 12 steps on 8 images of 96 px lower the training loss."""
+    """Default-suite check: 8 steps on one fixed batch of 96 px images lower the training loss
+    (one ``fit`` trace per model; each 1-step epoch reports that step's loss)."""
     data = make_shapes_dataset(str(tmp_path), num_images=10, image_size=96, seed=3,
                                val_fraction=0.2, empty_fraction=0.0, crowd_fraction=0.0)
     ds = coco_dataset(data.train_ann, data.image_dir, training=True, batch_size=2,
                       img_scale=(96, 96), pad_to=(96, 96), max_instances=8, seed=0,
                       flip_ratio=0.0, shuffle=False)
-    batch = next(iter(ds))
-    fixed = tf.data.Dataset.from_tensors(batch).repeat(12)
+    fixed = tf.data.Dataset.from_tensors(next(iter(ds))).repeat()
     import kdet.models as models
     for cls in (models.RetinaNet, models.PAA):
         model = cls(backbone="regnetx_400mf", num_classes=3, backbone_kwargs=SCRATCH_BACKBONE,
-                    neck={"out_channels": 32}, head={"feat_channels": 32, "stacked_convs": 1}
-                    if cls is models.RetinaNet else
-                    {"feat_channels": 32, "stacked_convs": 1})
+                    neck={"out_channels": 32}, head={"feat_channels": 32, "stacked_convs": 1})
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        losses = model.fit(fixed, epochs=1, verbose=0, steps_per_epoch=12)
-        first = float(model.evaluate(fixed.take(1), verbose=0, return_dict=True)["loss"])
-        assert math.isfinite(first)
-        hist = model.fit(fixed, epochs=2, verbose=0, steps_per_epoch=6).history["loss"]
-        assert hist[-1] < float(losses.history["loss"][0]), (cls.__name__, hist)
+        hist = model.fit(fixed, epochs=8, steps_per_epoch=1, verbose=0).history["loss"]
+        assert all(math.isfinite(v) for v in hist), (cls.__name__, hist)
+        assert np.mean(hist[-2:]) < hist[0], (cls.__name__, hist)
 
 
 @pytest.mark.slow
