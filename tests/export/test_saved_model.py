@@ -6,6 +6,7 @@ with its boxes divided by the pipeline's scale_factor.
 """
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -153,12 +154,27 @@ def test_graph_has_no_kdet_custom_op(exported):
     assert not [op for op in ops if op.startswith("Kdet")]   # KdetRoiAlign, KdetDeformConv2d
 
 
-def test_too_large_image_is_refused(exported):
+def test_rest_request_shape_and_size_limit(exported):
+    """The docs' TF Serving REST body fits the signature the way TF Serving maps it
+    ("instances" -> batch, {"b64": ...} -> DT_STRING bytes, single named input); an image over
+    max_image_size is refused with a message naming the limit."""
+    import base64
     import tensorflow as tf
     m = tf.saved_model.load(str(exported["path"]))
+    fn = m.signatures["serving_default"]
+    _, inputs = fn.structured_input_signature
+    assert list(inputs) == ["images"]
+    assert inputs["images"].dtype == tf.string and inputs["images"].shape.as_list() == [None]
+    jpg = sorted(pathlib.Path(exported["ds"].image_dir).glob("*.jpg"))[0]
+    body = json.dumps({"signature_name": "serving_default",
+                       "instances": [{"b64": base64.b64encode(jpg.read_bytes()).decode()}]})
+    request = json.loads(body)
+    batch = [base64.b64decode(inst["b64"]) for inst in request["instances"]]
+    out = m.signatures[request["signature_name"]](images=tf.constant(batch))
+    assert out["boxes"].shape == (1, 100, 4) and out["num_detections"].shape == (1,)
     big = tf.io.encode_png(tf.zeros((10, MAX_SIZE + 1, 3), tf.uint8))
     with pytest.raises(tf.errors.InvalidArgumentError, match="max_image_size=400"):
-        m.signatures["serving_default"](images=tf.reshape(big, [1]))
+        fn(images=tf.reshape(big, [1]))
 
 
 def test_bad_arguments(exported, tmp_path):
