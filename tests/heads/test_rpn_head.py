@@ -130,3 +130,23 @@ def test_config_round_trip():
     assert clone.train_proposal_cfg == head.train_proposal_cfg
     assert clone.rpn_test_cfg == head.rpn_test_cfg
     assert clone.sampler.num == 256 and clone.assigner.pos_iou_thr == 0.7
+
+
+def test_proposals_with_unknown_feature_sizes():
+    """predict traced for any image size: levels smaller than nms_pre are padded, not an error."""
+    head = _head(test_cfg=dict(nms_pre=500, max_per_img=30))
+    feats = _features()
+    spec = [tf.TensorSpec([1, None, None, 8]) for _ in feats]
+
+    @tf.function(input_signature=[spec])
+    def propose(levels):
+        outs = head(list(levels))
+        return head.get_proposals(outs, tf.constant([[64.0, 64.0]]))
+
+    boxes, scores, valid = propose(feats)
+    ref_boxes, ref_scores, ref_valid = head.get_proposals(head(feats),
+                                                          tf.constant([[64.0, 64.0]]))
+    assert boxes.shape == (1, 30, 4)
+    np.testing.assert_array_equal(valid.numpy(), ref_valid.numpy())
+    np.testing.assert_allclose(scores.numpy(), ref_scores.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(boxes.numpy(), ref_boxes.numpy(), rtol=1e-5, atol=1e-4)

@@ -159,24 +159,35 @@ class RPNHead(AnchorHead):
             logits = flatten_level(tf.stop_gradient(outputs["cls_scores"][lvl]), 1)[..., 0]
             deltas = flatten_level(tf.stop_gradient(outputs["bbox_preds"][lvl]), 4)
             n = logits.shape[1]
-            k = int(cfg["nms_pre"]) if n is None else min(int(cfg["nms_pre"]), int(n))
-            top, idx = tf.math.top_k(tf.sigmoid(logits), k=k)
+            if n is None:  # unknown feature size (e.g. predict on any image size): pad the
+                # level to nms_pre candidates, the padding marked invalid (static output)
+                k = int(cfg["nms_pre"])
+                n_dyn = tf.shape(logits)[1]
+                padded = tf.pad(logits, [[0, 0], [0, tf.maximum(k - n_dyn, 0)]],
+                                constant_values=-1e9)
+                top, idx = tf.math.top_k(tf.sigmoid(padded), k=k)
+                real = idx < n_dyn
+                idx = tf.minimum(idx, n_dyn - 1)
+            else:
+                k = min(int(cfg["nms_pre"]), int(n))
+                top, idx = tf.math.top_k(tf.sigmoid(logits), k=k)
+                real = tf.ones_like(idx, tf.bool)
             decoded = self.bbox_coder.decode(tf.gather(anchors, idx),
                                              tf.gather(deltas, idx, batch_dims=1),
                                              max_shape=img_shape)
             boxes.append(decoded)
             scores.append(top)
-            ids.append(tf.fill(tf.shape(idx), lvl))
+            ids.append(tf.where(real, lvl, -1))
         boxes = tf.concat(boxes, 1)
         scores = tf.concat(scores, 1)
         ids = tf.concat(ids, 1)
         w = boxes[..., 2] - boxes[..., 0]
         h = boxes[..., 3] - boxes[..., 1]
         min_size = float(cfg["min_bbox_size"])
-        ok = (w > min_size) & (h > min_size)  # mmdet v2 _bbox_post_process
+        ok = (w > min_size) & (h > min_size) & (ids >= 0)  # mmdet v2 _bbox_post_process
         labels = tf.where(ok, 0, -1)
         dets, _ = multiclass_nms(boxes, scores, labels, float(cfg["iou_threshold"]),
-                                 int(cfg["max_per_img"]), groups=ids)
+                                 int(cfg["max_per_img"]), groups=tf.maximum(ids, 0))
         valid = dets["labels"] >= 0
         return dets["boxes"], dets["scores"], valid
 
