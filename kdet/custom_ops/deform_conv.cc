@@ -493,6 +493,10 @@ class DeformConv2dGradOp : public DeformConvBase {
         1, std::min<int64_t>({kMaxScatterSplits, pool->NumThreads(),
                               (chunk + kBlockRows - 1) / kBlockRows}));
     std::vector<std::vector<S>> scatter(splits > 1 ? splits : 0);
+    // grad_weight rows per GEMM unit: about one unit per thread and group (a GEMM with few
+    // rows re-packs grad_output for little work), multiple of 16, at least 64.
+    const int64_t weight_rows = std::max<int64_t>(
+        64, ((kcg + pool->NumThreads() - 1) / pool->NumThreads() + 15) / 16 * 16);
     for (auto& buf : scatter) buf.resize(image_size);
 
     for (int64_t b = 0; b < p.batch; ++b) {
@@ -513,20 +517,19 @@ class DeformConv2dGradOp : public DeformConvBase {
         pool->ParallelFor(splits, n / splits * kp * (cdg * 8 + 40) * p.deform_groups, col2im);
 
         // grad_weight += columns^T x grad_output, sharded over the rows of grad_weight.
-        constexpr int64_t kWeightRows = 64;
-        const int64_t wblocks_per_group = (kcg + kWeightRows - 1) / kWeightRows;
+        const int64_t wblocks_per_group = (kcg + weight_rows - 1) / weight_rows;
         auto weight_work = [&](int64_t first, int64_t last) {
           for (int64_t u = first; u < last; ++u) {
             const int64_t g = u / wblocks_per_group;
-            const int64_t k0 = (u % wblocks_per_group) * kWeightRows;
-            const int64_t nk = std::min(kcg, k0 + kWeightRows) - k0;
+            const int64_t k0 = (u % wblocks_per_group) * weight_rows;
+            const int64_t nk = std::min(kcg, k0 + weight_rows) - k0;
             ConstMap<S> a(col.data() + g * kcg + k0, n, nk, Eigen::OuterStride<>(cw));
             ConstMap<S> gog(go + c0 * cout + g * coutg, n, coutg, Eigen::OuterStride<>(cout));
             MutMap<S> gwg(gw + k0 * cout + g * coutg, nk, coutg, Eigen::OuterStride<>(cout));
             gwg.noalias() += a.transpose() * gog;
           }
         };
-        pool->ParallelFor(p.groups * wblocks_per_group, n * kWeightRows * coutg * 2,
+        pool->ParallelFor(p.groups * wblocks_per_group, n * weight_rows * coutg * 2,
                           weight_work);
 
         if (p.use_bias) {
