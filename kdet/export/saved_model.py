@@ -71,6 +71,8 @@ class _Exporter(tf.Module):
         d = self._divisor
         # Every resized image fits a (canvas x canvas) square (either orientation).
         self._canvas = self._fixed or ((long_ + d - 1) // d * d, (long_ + d - 1) // d * d)
+        if self._fixed is None and _needs_static_shapes(model):
+            self._fixed = self._canvas
 
     # -- one image ---------------------------------------------------------------------
     def _prepare(self, image):
@@ -129,6 +131,14 @@ class _Exporter(tf.Module):
         return _outputs(self.model(images, training=False))
 
 
+def _needs_static_shapes(model):
+    """Two-stage models: RPNHead.get_proposals takes top_k(nms_pre) with a static k when the
+    feature size is unknown at trace time, which fails on small levels; give them a fixed
+    square canvas (no image is scaled down: it holds the long edge either way)."""
+    from kdet.models import TwoStageDetector
+    return isinstance(model, TwoStageDetector)
+
+
 def _outputs(out):
     res = {"boxes": tf.cast(out["boxes"], tf.float32), "scores": tf.cast(out["scores"], tf.float32),
            "labels": tf.cast(out["labels"], tf.int32),
@@ -148,7 +158,8 @@ def export_saved_model(model, path, input_size=None, max_image_size=DEFAULT_MAX_
       path: output folder (TF Serving wants ``<model_base_path>/<version>``, e.g. ``.../1``).
       input_size: optional fixed padded (height, width), multiples of size_divisor: every image
         is resized to fit it (static shapes, e.g. for XLA/TPU serving). Default: pad each batch
-        to a multiple of size_divisor, as mmdet's test pipeline does.
+        to a multiple of size_divisor, as mmdet's test pipeline does; two-stage models (whose
+        RPN needs static shapes) get a fixed square canvas of the padded long edge instead.
       max_image_size: the image signatures refuse (InvalidArgumentError naming the limit) an
         image whose longer side exceeds this many pixels.
       signatures: which of :data:`SIGNATURES` to write (``serving_default`` always is; each
