@@ -134,3 +134,21 @@ def test_get_config_roundtrip_and_save(tmp_path):
     loaded = keras.saving.load_model(path)
     for a, b in zip(m(x), loaded(x)):
         np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-5)
+
+
+def test_dcn_in_stages_c3_to_c5():
+    """mask_rcnn_regnetx-3.2GF_fpn_mdconv_c3-c5: modulated DCN for the 3x3 conv of c3-c5."""
+    from kdet.layers import ModulatedDeformConv2D
+    m = RegNet("regnetx_400mf", dcn=dict(type="DCNv2", deform_groups=1),
+               stage_with_dcn=(False, True, True, True))
+    assert not isinstance(m.get_layer("layer1.0.conv2"), ModulatedDeformConv2D)
+    dcn = m.get_layer("layer2.0.conv2")
+    assert isinstance(dcn, ModulatedDeformConv2D)
+    assert tuple(np.broadcast_to(dcn.strides, (2,))) == (2, 2)  # stride on the 3x3 (pytorch style)
+    assert dcn.groups == 64 // 16
+    keys = m.torch_state_map()
+    assert "layer2.0.conv2.weight" in keys and "layer2.0.conv2.conv_offset.weight" in keys
+    outs = m(np.zeros((1, 64, 64, 3), "float32"))
+    assert [tuple(o.shape) for o in outs][1:] == [(1, 8, 8, 64), (1, 4, 4, 160), (1, 2, 2, 384)]
+    with pytest.raises(KdetError, match="dcn type"):
+        RegNet("regnetx_400mf", dcn=dict(type="DCNv3"), stage_with_dcn=(False, True, True, True))
