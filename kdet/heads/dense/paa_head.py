@@ -31,7 +31,7 @@ from kdet.core.gmm import fit_gmm_1d, gmm_predict
 from kdet.errors import KdetError
 from kdet.heads.dense.atss_head import ATSS_ANCHORS, ATSS_CODER, ATSSHead
 from kdet.heads.dense.base import flatten_level, flatten_levels, multiclass_nms
-from kdet.ops.boxes import aligned_overlaps, pairwise_overlaps
+from kdet.ops.boxes import aligned_overlaps, clip_boxes, pairwise_overlaps
 
 # mmdet paa_head.py: EPS = 1e-12 (floor of the IoU weights of the box loss).
 EPS = 1e-12
@@ -233,7 +233,9 @@ class PAAHead(ATSSHead):
         dets, _ = multiclass_nms(pair_boxes, vals, labels, self.test_cfg["iou_threshold"],
                                  int(self.test_cfg["max_per_img"]))
         if self.score_voting:
-            dets["boxes"] = self.vote(dets, boxes, nms_scores)
+            # a weighted mean of clipped boxes can exceed the image by float rounding
+            voted = clip_boxes(self.vote(dets, boxes, nms_scores), img_shape)
+            dets["boxes"] = tf.where(dets["labels"][..., None] >= 0, voted, 0.0)
         return dets
 
     def vote(self, dets, boxes, nms_scores):
