@@ -13,7 +13,6 @@ and global-norm clipping at 35 (the RegNet RetinaNet configs' grad_clip), batch 
 """
 import argparse
 import math
-import os
 import sys
 import time
 

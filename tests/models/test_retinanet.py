@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from kdet.errors import KdetError
-from kdet.models import PAA, RetinaNet
+from kdet.models import RetinaNet
 
 from .single_stage_common import batch, check_fit_xla, check_predict_contract, check_save_load, tiny
 

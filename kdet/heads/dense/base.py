@@ -162,7 +162,8 @@ class BaseDenseHead(keras.layers.Layer):
         if not isinstance(features, (list, tuple)) or not features:
             raise KdetError(f"{type(self).__name__} expects a non-empty list of NHWC feature "
                             f"maps, got {type(features).__name__}")
-        outs = [self.forward_single(x, level, training=training) for level, x in enumerate(features)]
+        outs = [self.forward_single(x, level, training=training)
+                for level, x in enumerate(features)]
         return {key: [o[key] for o in outs] for key in outs[0]}
 
     def forward_single(self, x, level, training=None):
