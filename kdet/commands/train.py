@@ -77,8 +77,10 @@ def run(args):
     steps = args.steps_per_epoch
     if steps is None:
         steps = int(train_ds.cardinality().numpy())
-        if steps < 1:
+        if steps == 0:
             raise KdetError("the training set gives no full batch; lower --batch-size")
+        if steps < 0:     # unknown length: count one pass (the schedule needs steps/epoch)
+            steps = sum(1 for _ in train_ds)
     train_ds = train_ds.repeat() if args.steps_per_epoch else train_ds
     lr = args.lr if args.lr is not None else recipe.lr(args.batch_size)
     optimizer = recipe.replace(base_lr=lr, batch_size=args.batch_size).optimizer(
