@@ -47,6 +47,15 @@ def merge_cfg(base, override, where="cfg"):
     return out
 
 
+def _jsonable(value):
+    """Tuples -> lists, recursively (configs compare equal after a JSON round trip)."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
 @keras.saving.register_keras_serializable(package="kdet")
 class TwoStageDetector(Detector):
     """Two-stage detector with an FPN, an RPN and a :class:`StandardRoIHead`.
@@ -188,7 +197,7 @@ class TwoStageDetector(Detector):
                        "roi_head": dict(self.roi_head_cfg),
                        "train_cfg": copy.deepcopy(self.train_cfg),
                        "test_cfg": copy.deepcopy(self.test_cfg)})
-        return config
+        return _jsonable(config)
 
     @classmethod
     def from_config(cls, config):
