@@ -80,7 +80,7 @@ def run_detector(args):
         else:
             path = export_saved_model(result["model"], os.path.join(args.out, "saved_model", "1"),
                                       overwrite=True)
-            print(f"exported SavedModel to {path} (serve it: see docs/two_stage.md)", flush=True)
+            print(f"exported SavedModel to {path} (TF Serving: see docs/export.md)", flush=True)
     return 0
 
 
