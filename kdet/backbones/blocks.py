@@ -22,7 +22,7 @@ def conv(x, filters, kernel_size, name, strides=1, padding=0, dilation=1, groups
     """PyTorch-style Conv2d: explicit symmetric zero ``padding`` then a 'valid' convolution."""
     if padding:
         x = keras.layers.ZeroPadding2D(padding, name=f"{name}.pad")(x)
-    # Grouped convs (RegNet, ResNeXt) use GroupConv2D: fast CPU gradients (kdet/layers/group_conv.py).
+    # Grouped convs (RegNet, ResNeXt): GroupConv2D has fast CPU gradients (layers/group_conv.py).
     conv_cls = GroupConv2D if groups > 1 else keras.layers.Conv2D
     layer = conv_cls(
         filters, kernel_size, strides=strides, padding="valid", dilation_rate=dilation,

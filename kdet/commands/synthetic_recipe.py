@@ -76,7 +76,6 @@ def train(data_dir, epochs=6, num_images=400, batch_size=2, learning_rate=1e-3, 
         bbox_mAP, segm_mAP, ...), train_seconds, steps).
     """
     import keras
-    import tensorflow as tf
 
     from kdet.data import make_shapes_dataset, shapes_paths
     from kdet.evaluation import COCOEvalCallback
@@ -106,7 +105,6 @@ def train(data_dir, epochs=6, num_images=400, batch_size=2, learning_rate=1e-3, 
                         callbacks=[evaluator, *callbacks], verbose=verbose)
     seconds = time.time() - t0
     metrics = dict(evaluator.last_metrics)
-    del tf
     return dict(model=model, history=history.history, metrics=metrics, train_seconds=seconds,
                 steps=total, val_dataset=val_ds, paths=paths)
 
