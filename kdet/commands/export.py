@@ -35,6 +35,7 @@ def run(args):
     print(f"kdet export: {cfg.name} ({model.num_classes} classes) -> {path}")
     print("  signatures: serving_default(images: tf.string [B] encoded JPEG/PNG), "
           "predict_pixels(uint8 [B,H,W,3]), predict_normalized(float32 [B,H,W,3])")
-    print(f"  serve: docker run -p 8501:8501 -v $PWD/{args.out}/..:/models/{cfg.name} "
+    base = common.os.path.dirname(common.os.path.abspath(str(path)))
+    print(f"  serve: docker run -p 8501:8501 -v {base}:/models/{cfg.name} "
           f"-e MODEL_NAME={cfg.name} tensorflow/serving")
     return 0
