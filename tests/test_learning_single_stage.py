@@ -133,7 +133,9 @@ def test_loss_falls_retinanet_and_paa(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["retinanet", "paa"])
 def test_reaches_ap_half_within_20_minutes(kind, tmp_path):
-    best, hist = train_and_evaluate(kind, minutes=20.0, root=str(tmp_path))
+    # 45 epochs of 40 steps fit in ~20 min on an idle 2-core CPU (0.45 s / step measured)
+    best, hist = train_and_evaluate(kind, minutes=20.0, root=str(tmp_path), num_images=200,
+                                    max_epochs=45, eval_every=5)
     assert best >= 0.5, hist
 
 
