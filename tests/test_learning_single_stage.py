@@ -97,7 +97,8 @@ def train_and_evaluate(kind, minutes=20.0, image_size=160, num_images=300, root=
         h = model.fit(train, epochs=epoch + 1, initial_epoch=epoch, verbose=0)
         epoch += 1
         hist["loss"].append(float(h.history["loss"][-1]))
-        if eval_every is None or epoch % eval_every == 0 or epoch >= max_epochs:
+        last = time.time() - start >= minutes * 60 or epoch >= max_epochs
+        if eval_every is None or epoch % eval_every == 0 or last:
             ap = evaluate(model, val, data.val_ann)["bbox_mAP"]
             hist["bbox_mAP"].append(ap)
             best = max(best, ap)
