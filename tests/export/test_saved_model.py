@@ -138,10 +138,14 @@ def test_reload_without_kdet_matches_model(exported):
         assert np.asarray(first["boxes"][i])[:, [1, 3]].max() <= 200
         assert np.asarray(first["boxes"][i]).max() > 50      # not left in 256-px input space
     keys = ("boxes", "scores", "labels", "num_detections")
-    # the big image sets the batch's padded size, so alone or not it sees the same input
-    _assert_same_detections([mixed[k][1] for k in keys], [alone[1][k][0] for k in keys])
-    # the small one is padded further in the batch (as in mmdet): close, not identical
-    np.testing.assert_allclose(mixed["scores"][0][:10], alone[0]["scores"][0][:10], atol=0.05)
+    # In a batch both images are padded to the batch's largest resized height and width (as
+    # mmdet pads), and the portrait small image is taller than the landscape big one after the
+    # resize, so neither sees exactly its lone input: the confident detections agree, the long
+    # tail of near-tied random-head scores (~0.01) may reorder.
+    for i in (0, 1):
+        np.testing.assert_allclose(mixed["scores"][i][:10], alone[i]["scores"][0][:10], atol=0.05)
+    top_mixed, top_alone = np.asarray(mixed["boxes"][1][:5]), np.asarray(alone[1]["boxes"][0][:5])
+    assert all(np.abs(top_alone - b).max(-1).min() < 2.0 for b in top_mixed)
     for i, (h, w) in enumerate(((120, 90), (230, 310))):
         b = np.asarray(mixed["boxes"][i])
         assert b[:, [0, 2]].max() <= w and b[:, [1, 3]].max() <= h
