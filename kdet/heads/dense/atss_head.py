@@ -8,7 +8,7 @@ target, and centerness BCE. Defaults are configs/atss/atss_r50_fpn_1x_coco.py.
 
 Loss normalisation (mmdet v2 ``ATSSHead.loss``): classification and centerness by
 ``max(reduce_mean(num_pos), 1)``, GIoU by ``max(reduce_mean(sum of centerness targets), 1)``
--- both averaged over replicas (:func:`kdet.training.distribute.normalize_by_positives`).
+-- both averaged over replicas (:func:`kdet.ops.distributed.normalize_by_positives`).
 At test time the class scores are filtered on their own (``score_thr``) and multiplied by
 sigmoid(centerness) before NMS (0.6).
 """
@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from kdet.heads.dense.base import flatten_levels
 from kdet.heads.dense.retina_head import RetinaHead
-from kdet.training.distribute import normalize_by_positives
+from kdet.ops.distributed import normalize_by_positives
 
 # configs/atss/atss_r50_fpn_1x_coco.py
 ATSS_ANCHORS = dict(strides=(8, 16, 32, 64, 128), ratios=(1.0,), scales=None,
