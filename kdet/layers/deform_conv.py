@@ -20,18 +20,9 @@ MMDetection uses the v2 layer as the 3x3 conv of bottleneck blocks in stages c3-
 import keras
 
 from kdet.errors import KdetError
-from kdet.ops.deform_conv import deform_conv2d
+from kdet.ops.deform_conv import _pair, deform_conv2d
 
 __all__ = ["DeformConv2D", "ModulatedDeformConv2D"]
-
-
-def _pair(value, name, minimum):
-    if isinstance(value, int):
-        value = (value, value)
-    value = tuple(value)
-    if len(value) != 2 or not all(isinstance(v, int) and v >= minimum for v in value):
-        raise KdetError(f"{name} must be an int >= {minimum} or a pair of them, got {value!r}")
-    return value
 
 
 def default_kernel_initializer():

@@ -28,13 +28,8 @@ The contract every detector follows (two-stage and single-stage alike):
 import keras
 import tensorflow as tf
 
+from kdet.data.transforms import NORMALIZATION as STYLES  # MMDetection img_norm_cfg
 from kdet.errors import KdetError
-
-# Same constants as kdet.data.transforms.NORMALIZATION (MMDetection img_norm_cfg).
-STYLES = {
-    "pytorch": dict(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), to_rgb=True),
-    "caffe": dict(mean=(103.53, 116.28, 123.675), std=(1.0, 1.0, 1.0), to_rgb=False),
-}
 
 
 def default_preprocessing(style="pytorch", img_scale=(1333, 800), size_divisor=32):
