@@ -3,11 +3,16 @@
 The model says which PyTorch-style key each of its variables has: a bare backbone through
 ``Backbone.torch_state_map()`` (keys taken under ``backbone.``), any other model through its
 own ``torch_state_map()`` (``ImageClassifier``: ``backbone.*`` + ``head.fc.*``; detectors:
-``backbone.*``, ``neck.*`` ...). Source keys are renamed to those keys by ``keymaps``, then
-values are laid out for Keras: conv weight [out, in/groups, kh, kw] -> kernel
-[kh, kw, in/groups, out]; linear weight [out, in] -> kernel [in, out]; 1-D tensors as is.
+``backbone.*``, ``neck.*``, ``rpn_head.*``, ``roi_head.*`` / ``bbox_head.*``). Source keys are
+renamed to those keys by ``keymaps``, then values are laid out for Keras: conv weight
+[out, in/groups, kh, kw] -> kernel [kh, kw, in/groups, out]; linear weight [out, in] -> kernel
+[in, out]; 1-D tensors as is. A map value may instead carry its own layout (an object with
+``variable``, ``torch_shape``, ``to_keras``, ``from_keras``: ``kdet.heads.torch_layout.TorchParam``,
+e.g. the R-CNN box head's first FC, whose input axis is (C, H, W) in PyTorch and (H, W, C) in
+kdet, or a transposed conv).
 """
 import dataclasses
+import re
 
 import numpy as np
 
@@ -65,6 +70,27 @@ def target_map(model):
                     "weights into it")
 
 
+def _resolve(target):
+    """A torch_state_map value -> (variable, PyTorch shape, torch -> Keras, Keras -> torch)."""
+    if hasattr(target, "to_keras"):  # TorchParam: its own layout
+        return target.variable, tuple(target.torch_shape), target.to_keras, target.from_keras
+    want = _torch_shape(target.shape)
+    return target, want, (lambda v: to_keras_layout(v, len(want))), from_keras_layout
+
+
+def export_state_dict(model):
+    """{PyTorch key: np.ndarray in PyTorch layout} of a kdet model (the inverse of
+    ``load_weights``: these arrays load back exactly)."""
+    out = {}
+    for key, target in target_map(model).items():
+        var, want, _, from_keras = _resolve(target)
+        value = np.asarray(from_keras(np.asarray(var.numpy())))
+        if value.shape != want:
+            raise KdetError(f"{key}: layout gives {value.shape}, expected {want}")
+        out[key] = value
+    return out
+
+
 def _torch_shape(var_shape):
     """The PyTorch shape that lays out onto a Keras variable of ``var_shape``."""
     s = tuple(int(d) for d in var_shape)
@@ -94,6 +120,18 @@ def from_keras_layout(value):
     return value
 
 
+_CLASS_LAYERS = re.compile(r"\.(fc_cls|fc_reg|conv_logits|retina_cls|atss_cls|rpn_cls|conv_cls)"
+                           r"\.(weight|bias)$")
+
+
+def _hint(model, source, result):
+    if result.mismatched and all(_CLASS_LAYERS.search(m[0]) for m in result.mismatched):
+        return ("only the class-dependent layers differ: the checkpoint was trained for another "
+                "number of classes (or anchors); build the model with the checkpoint's "
+                "num_classes, or load with strict=False to keep the rest")
+    return _rounding_hint(model, source, result)
+
+
 def _rounding_hint(model, source, result):
     if source != "torchvision" or not result.mismatched:
         return ""
@@ -116,15 +154,15 @@ def match_state_dict(model, state_dict, source):
     result.unexpected += unmapped
     assignments, used = [], set()
     for new, src in renamed.items():
-        var = targets.get(new)
-        if var is None:
+        target = targets.get(new)
+        if target is None:
             if new.split(".", 1)[0] not in prefixes:
                 result.skipped.append((src, f"{new.split('.', 1)[0]}.* is not part of this model"))
             else:
                 result.unexpected.append(src)
             continue
         value = np.asarray(state_dict[src])
-        want = _torch_shape(var.shape)
+        var, want, to_keras, _ = _resolve(target)
         if value.shape != want:
             result.mismatched.append((src, new, value.shape, want))
             used.add(new)
@@ -132,11 +170,11 @@ def match_state_dict(model, state_dict, source):
         if value.dtype.kind not in "fiub":
             result.mismatched.append((src, new, value.shape, want))
             continue
-        assignments.append((var, to_keras_layout(value, len(want)).astype(var.dtype)))
+        assignments.append((var, np.asarray(to_keras(value)).astype(var.dtype)))
         result.loaded.append((src, new))
         used.add(new)
     result.missing = [k for k in targets if k not in used]
-    result.hint = _rounding_hint(model, source, result)
+    result.hint = _hint(model, source, result)
     return result, assignments
 
 

@@ -188,6 +188,17 @@ class TwoStageDetector(Detector):
             losses["mask"] = roi_losses["loss_mask"]
         return losses
 
+    # -- checkpoints ---------------------------------------------------------------------
+    def torch_state_map(self):
+        """{MMDetection v2 key: variable} for ``kdet.convert.load_weights(model, sd, "mmdet")``:
+        ``backbone.*``, ``neck.*``, ``rpn_head.*``, ``roi_head.bbox_head.*``
+        (``roi_head.mask_head.*``); see the heads' ``torch_state_map`` for the layouts."""
+        out = {f"backbone.{k}": v for k, v in self.backbone.torch_state_map().items()}
+        out.update(self.neck.torch_state_map("neck"))
+        out.update(self.rpn_head.torch_state_map("rpn_head"))
+        out.update(self.roi_head.torch_state_map("roi_head"))
+        return out
+
     # -- config --------------------------------------------------------------------------
     def get_config(self):
         config = super().get_config()

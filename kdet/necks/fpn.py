@@ -11,7 +11,8 @@ Layer names mirror the mmdet module tree so checkpoint keys map one to one:
 
 ``i`` counts used backbone levels from ``start_level``; ``j`` counts the 3x3
 output convs, then the stride-2 extra convs (when ``add_extra_convs``).
-:meth:`FPN.mmdet_key_map` lists the pairs.
+:meth:`FPN.mmdet_key_map` lists the pairs; :meth:`FPN.torch_state_map` gives the variables
+(mmcv ``ConvModule`` without norm: ``.conv.weight`` + ``.conv.bias``).
 """
 import keras
 import tensorflow as tf
@@ -192,6 +193,15 @@ class FPN(keras.layers.Layer):
             for i, layer in enumerate(layers):
                 out[f"{prefix}.{group}.{i}.conv.weight"] = f"{layer.name}/kernel"
                 out[f"{prefix}.{group}.{i}.conv.bias"] = f"{layer.name}/bias"
+        return out
+
+    def torch_state_map(self, prefix="neck"):
+        """{mmdet state-dict key: Keras variable} (generic conv layout) for checkpoint loading."""
+        out = {}
+        for group, layers in (("lateral_convs", self.lateral_convs), ("fpn_convs", self.fpn_convs)):
+            for i, layer in enumerate(layers):
+                out[f"{prefix}.{group}.{i}.conv.weight"] = layer.kernel
+                out[f"{prefix}.{group}.{i}.conv.bias"] = layer.bias
         return out
 
     def get_config(self):

@@ -22,6 +22,7 @@ from kdet.heads.dense.base import (
     BaseDenseHead, build_object, featmap_sizes, flatten_level, flatten_levels, object_config,
     topk_pairs,
 )
+from kdet.heads.torch_layout import layer_params
 from kdet.losses import CrossEntropyLoss, FocalLoss, GIoULoss, L1Loss, SmoothL1Loss
 from kdet.losses.iou_loss import IoULoss
 
@@ -158,6 +159,22 @@ class AnchorHead(BaseDenseHead):
 
     def forward_single(self, x, level, training=None):
         return {"cls_scores": self.conv_cls(x), "bbox_preds": self.conv_reg(x)}
+
+    def torch_state_map(self, prefix="bbox_head"):
+        """{mmdet key: variable} of the prediction convs (``{prefix}.conv_cls.*`` etc.: the
+        layer names are mmdet's attribute names, e.g. ``retina_cls`` / ``rpn_reg``).
+
+        No channel permutation: mmdet orders a level's output channels anchor-major
+        (``channel = anchor * C + class``, ``anchor * 4 + coord``; read back with
+        ``permute(0, 2, 3, 1).reshape(B, -1, C)``), and so does kdet (:func:`flatten_level`
+        reshapes NHWC ``[B, H, W, A*C]`` to ``[B, H*W*A, C]``); the A base anchors of a
+        location are in the same order as MMDetection's ``AnchorGenerator`` (``scale_major``:
+        ratio-major, scales inner), checked in tests/convert/test_mmdet_detectors.py.
+        """
+        out = {}
+        for layer in (self.conv_cls, self.conv_reg):
+            out.update(layer_params(layer, f"{prefix}.{layer.name}"))
+        return out
 
     # -- anchors -------------------------------------------------------------------------
     def get_anchors(self, sizes, img_shape):

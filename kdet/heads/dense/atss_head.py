@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from kdet.heads.dense.base import flatten_levels
 from kdet.heads.dense.retina_head import RetinaHead
+from kdet.heads.torch_layout import layer_params
 from kdet.ops.distributed import normalize_by_positives
 
 # configs/atss/atss_r50_fpn_1x_coco.py
@@ -103,6 +104,16 @@ class ATSSHead(RetinaHead):
         return {"cls_scores": self.conv_cls(cls_feat),
                 "bbox_preds": self.scales[level](self.conv_reg(reg_feat)),
                 "score_factors": self.conv_centerness(reg_feat)}
+
+    def torch_state_map(self, prefix="bbox_head"):
+        """RetinaHead's towers and ``atss_cls`` / ``atss_reg``, plus ``atss_centerness`` (PAA's
+        IoU branch has the same name) and the per-level mmcv ``Scale``s ``scales.{i}.scale``
+        (0-d tensors in PyTorch, scalar variables here)."""
+        out = super().torch_state_map(prefix)
+        out.update(layer_params(self.conv_centerness, f"{prefix}.{self.score_factor_name}"))
+        for i, scale in enumerate(self.scales):
+            out.update(layer_params(scale, f"{prefix}.scales.{i}"))
+        return out
 
     # -- loss ----------------------------------------------------------------------------
     def loss_by_feat(self, outputs, targets, anchors, gt):

@@ -15,6 +15,7 @@ import keras
 
 from kdet.errors import KdetError
 from kdet.heads.dense.anchor_head import AnchorHead
+from kdet.heads.torch_layout import layer_params
 
 # RetinaNet paper sec. 4.1: bias b = -log((1 - pi) / pi), pi = 0.01.
 PRIOR_PROB = 0.01
@@ -98,6 +99,21 @@ class RetinaHead(AnchorHead):
     def forward_single(self, x, level, training=None):
         cls_feat, reg_feat = self.forward_towers(x, training)
         return {"cls_scores": self.conv_cls(cls_feat), "bbox_preds": self.conv_reg(reg_feat)}
+
+    def torch_state_map(self, prefix="bbox_head"):
+        """mmdet ``RetinaHead`` / ``ATSSHead`` towers (mmcv ``ConvModule``): without norm
+        ``{prefix}.cls_convs.{i}.conv.{weight,bias}``; with GN ``.conv.weight`` (no bias: the
+        norm follows) and ``.gn.{weight,bias}`` (GroupNorm(32) affine; no running stats), then
+        the prediction convs (``retina_cls`` / ``retina_reg``; ``atss_*`` for ATSS)."""
+        out = {}
+        for tower, norms, name in ((self.cls_convs, self.cls_norms, "cls_convs"),
+                                   (self.reg_convs, self.reg_norms, "reg_convs")):
+            for i, conv in enumerate(tower):
+                out.update(layer_params(conv, f"{prefix}.{name}.{i}.conv"))
+                if norms:
+                    out.update(layer_params(norms[i], f"{prefix}.{name}.{i}.gn"))
+        out.update(super().torch_state_map(prefix))
+        return out
 
     def get_config(self):
         config = super().get_config()

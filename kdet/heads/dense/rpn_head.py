@@ -25,6 +25,7 @@ from kdet.heads.dense.anchor_head import AnchorHead
 from kdet.heads.dense.base import (
     build_object, featmap_sizes, flatten_level, multiclass_nms, object_config,
 )
+from kdet.heads.torch_layout import layer_params
 
 # mmdet v2 configs/_base_/models/mask_rcnn_r50_fpn.py: train_cfg.rpn_proposal / test_cfg.rpn.
 RPN_TRAIN_PROPOSAL_CFG = dict(nms_pre=2000, max_per_img=1000, iou_threshold=0.7, min_bbox_size=0)
@@ -116,6 +117,12 @@ class RPNHead(AnchorHead):
     def forward_single(self, x, level, training=None):
         x = tf.nn.relu(self.rpn_conv(x))
         return {"cls_scores": self.conv_cls(x), "bbox_preds": self.conv_reg(x)}
+
+    def torch_state_map(self, prefix="rpn_head"):
+        """mmdet ``RPNHead``: ``{prefix}.rpn_conv|rpn_cls|rpn_reg.{weight,bias}`` (A sigmoid
+        objectness channels, 4A deltas, anchor-major as :meth:`AnchorHead.torch_state_map`)."""
+        return {**layer_params(self.rpn_conv, f"{prefix}.rpn_conv"),
+                **super().torch_state_map(prefix)}
 
     # -- targets / loss ------------------------------------------------------------------
     def sample(self, assign_result, anchors, gt):

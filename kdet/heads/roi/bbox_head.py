@@ -7,7 +7,7 @@ RoI features [K, 7, 7, C] -> flatten -> ``shared_fcs.0`` (1024, ReLU) -> ``share
 (4 * C_cls class-specific deltas, target stds (0.1, 0.1, 0.2, 0.2)).
 
 Note for checkpoint conversion: kdet flattens RoI features in (h, w, c) order, PyTorch in
-(c, h, w); ``shared_fcs.0.weight`` must be permuted accordingly.
+(c, h, w); ``shared_fcs.0.weight`` is permuted accordingly (:meth:`torch_state_map`).
 
 Losses (mmdet ``BBoxHead.loss``): softmax CE over the sampled RoIs divided by their number,
 L1 on the positives' deltas of their gt class divided by the number of sampled RoIs
@@ -21,6 +21,7 @@ import tensorflow as tf
 from kdet.core import DeltaXYWHBBoxCoder
 from kdet.errors import KdetError
 from kdet.heads.dense.base import multiclass_nms
+from kdet.heads.torch_layout import chw_flattened_linear, layer_params
 from kdet.losses import cross_entropy, l1_loss
 
 # mmdet v2 mask_rcnn_r50_fpn.py test_cfg.rcnn.
@@ -86,6 +87,26 @@ class Shared2FCBBoxHead(keras.layers.Layer):
         for fc in self.shared_fcs:
             x = fc(x)
         return self.fc_cls(x), self.fc_reg(x)
+
+    def torch_state_map(self, prefix="roi_head.bbox_head"):
+        """{mmdet key: variable or TorchParam} (``ConvFCBBoxHead`` with 2 shared FCs).
+
+        * ``shared_fcs.0.weight`` [1024, C*S*S]: mmdet flattens the NCHW RoI features as
+          (C, H, W), kdet the NHWC ones as (H, W, C) -- its input axis is permuted
+          (:func:`kdet.heads.torch_layout.chw_flattened_linear`), not just transposed.
+        * ``fc_cls`` [num_classes + 1, 1024]: mmdet's softmax logits put background LAST
+          (labels 0..C-1 foreground, C background, mmdet >= 2.0); kdet uses the same order
+          (``softmax(...)[:, :num_classes]``, background label ``num_classes``): no reorder.
+        * ``fc_reg`` [4 * num_classes, 1024] (class-specific; 4 if class-agnostic): mmdet reads
+          it as ``view(K, -1, 4)[k]`` for class k, kdet as ``reshape([K, R, 4])``: same order.
+        """
+        s, c = self.roi_feat_size, self.in_channels
+        first = self.shared_fcs[0]
+        out = {f"{prefix}.shared_fcs.0.weight": chw_flattened_linear(first.kernel, c, s, s),
+               f"{prefix}.shared_fcs.0.bias": first.bias}
+        for layer in (self.shared_fcs[1], self.fc_cls, self.fc_reg):
+            out.update(layer_params(layer, f"{prefix}.{layer.name}"))
+        return out
 
     # -- training ------------------------------------------------------------------------
     def get_targets(self, sampling, gt_boxes):

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from kdet.errors import KdetError
+from kdet.heads.torch_layout import conv_transpose, layer_params
 from kdet.losses import mask_cross_entropy
 from kdet.ops import roi_align
 
@@ -78,6 +79,19 @@ class FCNMaskHead(keras.layers.Layer):
         for conv in self.convs:
             x = conv(x)
         return self.conv_logits(self.upsample(x))
+
+    def torch_state_map(self, prefix="roi_head.mask_head"):
+        """{mmdet key: variable or TorchParam}: ``convs.{i}.conv.{weight,bias}`` (mmcv
+        ``ConvModule`` without norm), ``upsample.{weight,bias}`` (``nn.ConvTranspose2d``: weight
+        [in, out, 2, 2] -> Keras [2, 2, out, in], :func:`kdet.heads.torch_layout.conv_transpose`)
+        and ``conv_logits.{weight,bias}`` (channel k = class k, as kdet's)."""
+        out = {}
+        for i, conv in enumerate(self.convs):
+            out.update(layer_params(conv, f"{prefix}.convs.{i}.conv"))
+        out[f"{prefix}.upsample.weight"] = conv_transpose(self.upsample.kernel)
+        out[f"{prefix}.upsample.bias"] = self.upsample.bias
+        out.update(layer_params(self.conv_logits, f"{prefix}.conv_logits"))
+        return out
 
     # -- training ------------------------------------------------------------------------
     def get_targets(self, pos_boxes, pos_gt_index, gt_masks, image_size):

@@ -92,6 +92,14 @@ class StandardRoIHead(keras.layers.Layer):
     def call(self, features, proposals, proposals_valid, img_shape):
         return self.predict(features, proposals, proposals_valid, img_shape)
 
+    def torch_state_map(self, prefix="roi_head"):
+        """mmdet ``StandardRoIHead``: ``{prefix}.bbox_head.*`` and ``{prefix}.mask_head.*`` (the
+        RoI extractors have no weights)."""
+        out = self.bbox_head.torch_state_map(f"{prefix}.bbox_head")
+        if self.with_mask:
+            out.update(self.mask_head.torch_state_map(f"{prefix}.mask_head"))
+        return out
+
     # -- training ------------------------------------------------------------------------
     def sample(self, proposals, proposals_valid, gt, seed=None):
         """Assign + sample: :class:`kdet.core.SamplingResult` with [B, num] fields."""
