@@ -146,3 +146,26 @@ def test_nms_bad_input():
         ops.nms_padded(boxes, np.zeros([3], np.float32), tf.constant(3), 0.5)
     with pytest.raises(KdetError, match="floating"):
         ops.nms(tf.zeros([3, 4], tf.int32), np.zeros([3], np.float32), 0.5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kernel_and_loop_agree(seed):
+    """Outside XLA TensorFlow's NMS kernel runs, inside the pure-TF loop: same indices,
+    including ties (rounded scores), zero-area boxes, non-candidates and padding."""
+    from kdet.ops.nms import _greedy
+    rng = np.random.default_rng(seed)
+    b, n = 3, 200
+    boxes = np.stack([random_boxes(rng, n) for _ in range(b)])
+    boxes[:, :5, 2:] = boxes[:, :5, :2]                      # zero-area boxes
+    scores = np.round(rng.uniform(0, 1, (b, n)), 1).astype(np.float32)
+    alive = rng.uniform(size=(b, n)) > 0.2
+    alive[2] = False                                          # an image with no candidate
+    args = (tf.constant(boxes), tf.constant(scores), tf.constant(alive), 60, 0.5)
+    k_idx, k_num = _greedy(*args, implementation="kernel")
+    l_idx, l_num = _greedy(*args, implementation="loop")
+    np.testing.assert_array_equal(k_num.numpy(), l_num.numpy())
+    np.testing.assert_array_equal(k_idx.numpy(), l_idx.numpy())
+    for i in range(b):
+        cand = np.flatnonzero(alive[i])
+        ref = cand[nms_ref(boxes[i][cand], scores[i][cand], 0.5)][:60]
+        np.testing.assert_array_equal(k_idx[i].numpy()[:len(ref)], ref)
