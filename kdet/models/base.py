@@ -41,6 +41,15 @@ def default_preprocessing(style="pytorch", img_scale=(1333, 800), size_divisor=3
                 img_scale=list(img_scale), size_divisor=int(size_divisor))
 
 
+def deserialize_backbone(config):
+    """``from_config`` helper: a copy of ``config`` whose ``backbone`` entry, when it is a
+    serialised Keras object (a custom backbone instance), is rebuilt; names stay names."""
+    config = dict(config)
+    if isinstance(config.get("backbone"), dict) and "class_name" in config["backbone"]:
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+    return config
+
+
 def check_ground_truth(gt, with_masks=False):
     """Validate the padded ground-truth dict of DESIGN.md; returns it with ``ignore`` filled."""
     if not isinstance(gt, dict):

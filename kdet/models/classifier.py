@@ -4,6 +4,7 @@ import keras
 
 from kdet.backbones.registry import build_backbone
 from kdet.errors import KdetError
+from kdet.models.base import deserialize_backbone
 
 
 @keras.saving.register_keras_serializable(package="kdet")
@@ -60,7 +61,4 @@ class ImageClassifier(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("backbone"), dict) and "class_name" in config["backbone"]:
-            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
+        return cls(**deserialize_backbone(config))

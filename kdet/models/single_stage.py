@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from kdet.backbones.registry import build_backbone
 from kdet.errors import KdetError
-from kdet.models.base import Detector, check_ground_truth
+from kdet.models.base import Detector, check_ground_truth, deserialize_backbone
 from kdet.necks import FPN
 
 # mmdet RetinaNet / ATSS / PAA configs: BN frozen in eval mode, stem + stage 1 frozen, C2..C5.
@@ -117,7 +117,4 @@ class SingleStageDetector(Detector):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("backbone"), dict) and "class_name" in config["backbone"]:
-            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
+        return cls(**deserialize_backbone(config))
