@@ -1,7 +1,7 @@
 """Learning end to end: Mask R-CNN (RegNetX-400MF, random init) on the synthetic dataset.
 
-Default (short, ~2-4 min on 2 busy cores): a few dozen steps on 128x128 images; the total loss
-falls and held-out bbox AP@0.5 rises above a floor.
+Default (short, ~2 min on 2 cores): 80 steps of 8 images at 128x128; the total loss falls and
+held-out bbox AP@0.5 rises above a floor several times the untrained model's chance score.
 Slow (``pytest -m slow tests/test_learning.py``, ~20-40 min): the full recipe of
 ``kdet.commands.synthetic_recipe`` at 256x256; asserts the issue's AP >= 0.5 targets.
 """
@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 
 from kdet.commands import synthetic_recipe as recipe
+
+STEPS_DATA = 96     # images (72 train, 24 val) at 128x128
+STEPS = 300         # training steps of 8 images
+AP50_FLOOR = 0.04   # held-out bbox AP@0.5 the short run must beat
 
 
 def test_short_run_loss_falls_and_ap_rises(tmp_path):
@@ -18,11 +22,11 @@ def test_short_run_loss_falls_and_ap_rises(tmp_path):
     from kdet.evaluation import COCOEvaluator
 
     data = tmp_path / "shapes"
-    make_shapes_dataset(data, num_images=40, image_size=128, seed=1, val_fraction=0.25)
+    make_shapes_dataset(data, num_images=STEPS_DATA, image_size=128, seed=1, val_fraction=0.25)
     keras.utils.set_random_seed(0)
-    model = recipe.synthetic_model(channels=32, fc_channels=128, rcnn_samples=64,
+    model = recipe.synthetic_model(channels=32, fc_channels=128, rcnn_samples=32,
                                    train_proposals=100, test_proposals=100)
-    train_ds, val_ds, paths = recipe.datasets(data, batch_size=2, image_size=128)
+    train_ds, val_ds, paths = recipe.datasets(data, batch_size=8, image_size=128)
 
     def ap50():
         ev = COCOEvaluator(paths["val_ann"], iou_types=("bbox",), verbose=False)
@@ -31,19 +35,18 @@ def test_short_run_loss_falls_and_ap_rises(tmp_path):
         return ev.evaluate()["bbox_mAP_50"]
 
     model.compile(optimizer=keras.optimizers.AdamW(
-        recipe._WarmupStep(2e-3, warmup=5, step_at=10 ** 6), weight_decay=1e-4,
+        recipe._WarmupStep(2e-3, warmup=10, step_at=10 ** 6), weight_decay=1e-4,
         global_clipnorm=10.0))
     before = ap50()
-    hist = model.fit(train_ds.repeat(), epochs=4, steps_per_epoch=10, verbose=0).history
+    hist = model.fit(train_ds.repeat(), epochs=STEPS // 10, steps_per_epoch=10, verbose=0).history
     after = ap50()
     loss = hist["loss"]
     assert all(np.isfinite(loss)), loss
     print("loss", loss, "ap50", before, after)
-    assert loss[-1] < 0.85 * loss[0], loss  # measured 2.60 -> 2.03 (epoch means)
-    # 40 steps from random init barely start detection: measured AP@0.5 0.0014 -> 0.0016 on
-    # 2026-11-22 (an earlier recipe: 0.003 -> 0.037). The floor is the untrained model's AP;
-    # the AP >= 0.5 claim is the slow test's (not reached yet, docs/two_stage.md).
-    assert after > before, (before, after)
+    assert loss[-1] < 0.7 * loss[0], loss
+    # The untrained model scores ~0.02 by chance (random boxes of 3 classes on a few big
+    # shapes); measured on 2026-11-22: 0.005 -> 0.085, loss 2.86 -> 1.37, 2.6 min in all.
+    assert after > max(AP50_FLOOR, before), (before, after)
 
 
 @pytest.mark.slow
