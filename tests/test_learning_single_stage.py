@@ -8,8 +8,11 @@ must reach bbox AP >= 0.5 on the held-out split; the same runs from the command 
     (options: --minutes 20 --image-size 160 --num-images 300 --out /tmp/kdet_learn)
 
 Recipe (ours, for a from-scratch CPU run -- not MMDetection's COCO recipe): BN trained
-(``norm_eval=False``, nothing frozen, no pretrained weights), AdamW 1e-3 with a linear warm-up
-and global-norm clipping at 35 (the RegNet RetinaNet configs' grad_clip), batch 4, 160x160.
+(``norm_eval=False``, nothing frozen, no pretrained weights), FPN and head 128 channels wide
+with 2 convs per tower and GroupNorm in the towers (RetinaNet's COCO head has no norm; ATSS and
+PAA have GN), AdamW 2e-3 with a linear warm-up and global-norm clipping at 35 (the RegNet
+RetinaNet configs' grad_clip), x0.1 for the last 20 % of the epochs, batch 8, 160x160, 400
+images (320 train).
 """
 import argparse
 import math
@@ -47,13 +50,13 @@ class WarmupLinear(keras.optimizers.schedules.LearningRateSchedule):
         return {"lr": self.lr, "warmup": self.warmup, "total": self.total, "drop": self.drop}
 
 
-def build(kind, num_classes=3, width=128, stacked_convs=2, **head):
+def build(kind, num_classes=3, width=128, stacked_convs=2, norm="GN", **head):
     """The learning-run model: the named backbone, FPN and head ``width`` channels wide with
     ``stacked_convs`` convs per tower (COCO configs: 256 and 4; narrower here so that a
     from-scratch run fits in 20 CPU minutes -- the head dominates the FLOPs at 160 px)."""
     import kdet.models as models
     cls_name, backbone = MODELS[kind]
-    head = dict(head, feat_channels=width, stacked_convs=stacked_convs)
+    head = dict(head, feat_channels=width, stacked_convs=stacked_convs, norm=norm)
     return getattr(models, cls_name)(backbone=backbone, num_classes=num_classes,
                                      backbone_kwargs=SCRATCH_BACKBONE,
                                      neck={"out_channels": width}, head=head)
@@ -76,17 +79,17 @@ def evaluate(model, val, ann_file):
     return ev.evaluate()
 
 
-def train_and_evaluate(kind, minutes=20.0, image_size=160, num_images=300, root=None,
-                       lr=1e-3, eval_every=None, verbose=True, width=128, stacked_convs=2,
-                       max_epochs=20):
+def train_and_evaluate(kind, minutes=20.0, image_size=160, num_images=400, root=None,
+                       lr=2e-3, eval_every=None, verbose=True, width=128, stacked_convs=2,
+                       max_epochs=60, batch_size=8):
     """Trains ``kind`` for at most ``minutes``; returns (best bbox AP, history dict)."""
     root = root or f"/tmp/kdet_learn_{kind}"
-    data, train, val = datasets(root, image_size, num_images)
-    steps_per_epoch = data.num_train // 4
+    data, train, val = datasets(root, image_size, num_images, batch_size=batch_size)
+    steps_per_epoch = data.num_train // batch_size
     # Rough budget: steps that fit in the time; schedule over that many.
     model = build(kind, width=width, stacked_convs=stacked_convs)
     total = max_epochs * steps_per_epoch
-    opt = keras.optimizers.AdamW(WarmupLinear(lr, 100, total), weight_decay=1e-4,
+    opt = keras.optimizers.AdamW(WarmupLinear(lr, 100, total, drop=0.2), weight_decay=1e-4,
                                  global_clipnorm=35.0)
     model.compile(optimizer=opt)
     start = time.time()
@@ -94,7 +97,8 @@ def train_and_evaluate(kind, minutes=20.0, image_size=160, num_images=300, root=
     best = 0.0
     epoch = 0
     while time.time() - start < minutes * 60:
-        h = model.fit(train, epochs=epoch + 1, initial_epoch=epoch, verbose=0)
+        h = model.fit(train.repeat(), epochs=epoch + 1, initial_epoch=epoch,
+                      steps_per_epoch=steps_per_epoch, verbose=0)
         epoch += 1
         hist["loss"].append(float(h.history["loss"][-1]))
         last = time.time() - start >= minutes * 60 or epoch >= max_epochs
@@ -134,9 +138,7 @@ def test_loss_falls_retinanet_and_paa(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["retinanet", "paa"])
 def test_reaches_ap_half_within_20_minutes(kind, tmp_path):
-    # 45 epochs of 40 steps fit in ~20 min on an idle 2-core CPU (0.45 s / step measured)
-    best, hist = train_and_evaluate(kind, minutes=20.0, root=str(tmp_path), num_images=200,
-                                    max_epochs=45, eval_every=5)
+    best, hist = train_and_evaluate(kind, minutes=20.0, root=str(tmp_path), eval_every=10)
     assert best >= 0.5, hist
 
 
@@ -145,13 +147,13 @@ def main(argv=None):
     p.add_argument("kind", choices=sorted(MODELS))
     p.add_argument("--minutes", type=float, default=20.0)
     p.add_argument("--image-size", type=int, default=160)
-    p.add_argument("--num-images", type=int, default=300)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--num-images", type=int, default=400)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--stacked-convs", type=int, default=2)
-    p.add_argument("--max-epochs", type=int, default=20)
+    p.add_argument("--max-epochs", type=int, default=60)
     a = p.parse_args(argv)
     best, hist = train_and_evaluate(a.kind, a.minutes, a.image_size, a.num_images, a.out, a.lr,
                                     a.eval_every, width=a.width, stacked_convs=a.stacked_convs,
