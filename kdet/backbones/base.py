@@ -4,15 +4,11 @@ Every backbone maps images ``[B, H, W, in_channels]`` (float, normalised) to a l
 feature maps, one per ``out_indices`` entry, and exposes ``out_channels`` and ``out_strides``
 (Detectron2's ``output_shape()``) for the necks.
 """
-import re
 
 import keras
 
 from kdet.errors import KdetError
-
-# Keras variable name -> PyTorch parameter suffix.
-_TORCH_PARAM = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
-                "moving_mean": "running_mean", "moving_variance": "running_var"}
+from kdet.layers.torch_layout import torch_key
 
 
 def check_out_indices(out_indices, num_stages):
@@ -107,9 +103,6 @@ def _collect(layer, key, out):
     for var in layer.weights:
         if id(var) in own:
             continue
-        name = re.split(r"[/:]", var.path)[-1] if var.path else var.name
-        if name not in _TORCH_PARAM:
-            raise KdetError(f"no PyTorch name for variable {var.path!r} of layer {key!r}")
-        out[f"{key}.{_TORCH_PARAM[name]}"] = var
+        out[torch_key(var, key)] = var
     for sub in layer._flatten_layers(include_self=False, recursive=False):
         _collect(sub, f"{key}.{sub.name}", out)

@@ -7,7 +7,7 @@ own ``torch_state_map()`` (``ImageClassifier``: ``backbone.*`` + ``head.fc.*``; 
 renamed to those keys by ``keymaps``, then values are laid out for Keras: conv weight
 [out, in/groups, kh, kw] -> kernel [kh, kw, in/groups, out]; linear weight [out, in] -> kernel
 [in, out]; 1-D tensors as is. A map value may instead carry its own layout (an object with
-``variable``, ``torch_shape``, ``to_keras``, ``from_keras``: ``kdet.heads.torch_layout.TorchParam``,
+``variable``, ``torch_shape``, ``to_keras``, ``from_keras``: ``kdet.layers.torch_layout.TorchParam``,
 e.g. the R-CNN box head's first FC, whose input axis is (C, H, W) in PyTorch and (H, W, C) in
 kdet, or a transposed conv).
 """

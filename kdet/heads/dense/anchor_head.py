@@ -22,7 +22,7 @@ from kdet.heads.dense.base import (
     BaseDenseHead, build_object, featmap_sizes, flatten_level, flatten_levels, object_config,
     topk_pairs,
 )
-from kdet.heads.torch_layout import layer_params
+from kdet.layers.torch_layout import layer_params
 from kdet.losses import CrossEntropyLoss, FocalLoss, GIoULoss, L1Loss, SmoothL1Loss
 from kdet.losses.iou_loss import IoULoss
 

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from kdet.heads.dense.base import flatten_levels
 from kdet.heads.dense.retina_head import RetinaHead
-from kdet.heads.torch_layout import layer_params
+from kdet.layers.torch_layout import layer_params
 from kdet.ops.distributed import normalize_by_positives
 
 # configs/atss/atss_r50_fpn_1x_coco.py

@@ -15,7 +15,7 @@ import keras
 
 from kdet.errors import KdetError
 from kdet.heads.dense.anchor_head import AnchorHead
-from kdet.heads.torch_layout import layer_params
+from kdet.layers.torch_layout import layer_params
 
 # RetinaNet paper sec. 4.1: bias b = -log((1 - pi) / pi), pi = 0.01.
 PRIOR_PROB = 0.01

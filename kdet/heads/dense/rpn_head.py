@@ -25,7 +25,7 @@ from kdet.heads.dense.anchor_head import AnchorHead
 from kdet.heads.dense.base import (
     build_object, featmap_sizes, flatten_level, multiclass_nms, object_config,
 )
-from kdet.heads.torch_layout import layer_params
+from kdet.layers.torch_layout import layer_params
 
 # mmdet v2 configs/_base_/models/mask_rcnn_r50_fpn.py: train_cfg.rpn_proposal / test_cfg.rpn.
 RPN_TRAIN_PROPOSAL_CFG = dict(nms_pre=2000, max_per_img=1000, iou_threshold=0.7, min_bbox_size=0)

@@ -21,7 +21,7 @@ import tensorflow as tf
 from kdet.core import DeltaXYWHBBoxCoder
 from kdet.errors import KdetError
 from kdet.heads.dense.base import multiclass_nms
-from kdet.heads.torch_layout import chw_flattened_linear, layer_params
+from kdet.layers.torch_layout import chw_flattened_linear, layer_params
 from kdet.losses import cross_entropy, l1_loss
 
 # mmdet v2 mask_rcnn_r50_fpn.py test_cfg.rcnn.
@@ -93,7 +93,7 @@ class Shared2FCBBoxHead(keras.layers.Layer):
 
         * ``shared_fcs.0.weight`` [1024, C*S*S]: mmdet flattens the NCHW RoI features as
           (C, H, W), kdet the NHWC ones as (H, W, C) -- its input axis is permuted
-          (:func:`kdet.heads.torch_layout.chw_flattened_linear`), not just transposed.
+          (:func:`kdet.layers.torch_layout.chw_flattened_linear`), not just transposed.
         * ``fc_cls`` [num_classes + 1, 1024]: mmdet's softmax logits put background LAST
           (labels 0..C-1 foreground, C background, mmdet >= 2.0); kdet uses the same order
           (``softmax(...)[:, :num_classes]``, background label ``num_classes``): no reorder.

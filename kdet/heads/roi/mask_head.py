@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from kdet.errors import KdetError
-from kdet.heads.torch_layout import conv_transpose, layer_params
+from kdet.layers.torch_layout import conv_transpose, layer_params
 from kdet.losses import mask_cross_entropy
 from kdet.ops import roi_align
 
@@ -83,7 +83,7 @@ class FCNMaskHead(keras.layers.Layer):
     def torch_state_map(self, prefix="roi_head.mask_head"):
         """{mmdet key: variable or TorchParam}: ``convs.{i}.conv.{weight,bias}`` (mmcv
         ``ConvModule`` without norm), ``upsample.{weight,bias}`` (``nn.ConvTranspose2d``: weight
-        [in, out, 2, 2] -> Keras [2, 2, out, in], :func:`kdet.heads.torch_layout.conv_transpose`)
+        [in, out, 2, 2] -> Keras [2, 2, out, in], :func:`kdet.layers.torch_layout.conv_transpose`)
         and ``conv_logits.{weight,bias}`` (channel k = class k, as kdet's)."""
         out = {}
         for i, conv in enumerate(self.convs):

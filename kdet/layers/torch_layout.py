@@ -1,4 +1,4 @@
-"""PyTorch names and layouts of head weights, for the heads' ``torch_state_map(prefix)``.
+"""PyTorch names and layouts of weights, for the backbones' and heads' ``torch_state_map``.
 
 A ``torch_state_map`` is ``{PyTorch key: Keras variable or TorchParam}``. A plain variable takes
 the generic layout of ``kdet.convert.loader``: conv weight ``[O, I, kh, kw]`` <-> kernel
@@ -6,6 +6,7 @@ the generic layout of ``kdet.convert.loader``: conv weight ``[O, I, kh, kw]`` <-
 PyTorch layout is not the generic one is a :class:`TorchParam` carrying its own PyTorch shape
 and both transforms (numpy only; nothing here imports torch).
 """
+import re
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -30,16 +31,20 @@ class TorchParam(NamedTuple):
     from_keras: Callable
 
 
+def torch_key(var, key):
+    """PyTorch key of Keras variable ``var`` of the layer whose PyTorch module path is ``key``:
+    kernel / gamma -> ``key.weight``, bias / beta -> ``key.bias``, moving_mean ->
+    ``key.running_mean``, moving_variance -> ``key.running_var``, scale -> ``key.scale``."""
+    name = re.split(r"[/:]", var.path)[-1] if var.path else var.name
+    if name not in _TORCH_PARAM:
+        raise KdetError(f"no PyTorch name for variable {var.path!r} of layer {key!r}")
+    return f"{key}.{_TORCH_PARAM[name]}"
+
+
 def layer_params(layer, key):
     """``{key.weight: kernel|gamma, key.bias: bias|beta, key.running_mean ...}`` for the
     variables of one built Keras layer (conv, dense, norm, Scale)."""
-    out = {}
-    for var in layer.weights:
-        name = var.path.rsplit("/", 1)[-1] if var.path else var.name
-        if name not in _TORCH_PARAM:
-            raise KdetError(f"no PyTorch name for variable {var.path!r} of layer {key!r}")
-        out[f"{key}.{_TORCH_PARAM[name]}"] = var
-    return out
+    return {torch_key(var, key): var for var in layer.weights}
 
 
 def chw_flattened_linear(variable, channels, height, width):
