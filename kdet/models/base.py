@@ -78,6 +78,8 @@ class Detector(keras.Model):
     """Base class: subclasses implement ``call`` and ``compute_losses`` and set ``loss_names``."""
 
     loss_names = ()
+    # Head attributes, in MMDetection's module order; each is also its checkpoint key prefix.
+    torch_heads = ()
 
     def __init__(self, num_classes, preprocessing=None, **kwargs):
         super().__init__(**kwargs)
@@ -92,6 +94,19 @@ class Detector(keras.Model):
     def compute_losses(self, images, gt, training=True):
         """{loss name: scalar float32} for one (per-replica) batch. Subclasses implement."""
         raise NotImplementedError(f"{type(self).__name__} must implement compute_losses")
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def torch_state_map(self):
+        """{MMDetection v2 key: variable or TorchParam} for
+        ``kdet.convert.load_weights(model, sd, "mmdet")``: ``backbone.*``, ``neck.*``, then each
+        head of ``torch_heads`` under its own name (see the heads' ``torch_state_map`` for the
+        layouts)."""
+        self.build()
+        out = {f"backbone.{k}": v for k, v in self.backbone.torch_state_map().items()}
+        out.update(self.neck.torch_state_map("neck"))
+        for name in self.torch_heads:
+            out.update(getattr(self, name).torch_state_map(name))
+        return out
 
     # -- Keras training loop -------------------------------------------------------------
     @property

@@ -34,6 +34,7 @@ class SingleStageDetector(Detector):
     """
 
     head_class = None
+    torch_heads = ("bbox_head",)
     default_neck = dict(out_channels=256, num_outs=5, start_level=1, add_extra_convs="on_input")
     default_head = {}
 
@@ -100,15 +101,6 @@ class SingleStageDetector(Detector):
             b = tf.shape(images)[0]
             img_shape = tf.tile(tf.cast(tf.shape(images)[1:3], tf.float32)[None], [b, 1])
         return self.bbox_head.loss(outputs, gt, img_shape)
-
-    def torch_state_map(self):
-        """{MMDetection v2 key: variable} for ``kdet.convert.load_weights(model, sd, "mmdet")``:
-        ``backbone.*``, ``neck.*`` (with the extra convs ``fpn_convs.{3,4}``), ``bbox_head.*``."""
-        self.build()
-        out = {f"backbone.{k}": v for k, v in self.backbone.torch_state_map().items()}
-        out.update(self.neck.torch_state_map("neck"))
-        out.update(self.bbox_head.torch_state_map("bbox_head"))
-        return out
 
     def get_config(self):
         config = super().get_config()

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from kdet.backbones.registry import build_backbone
 from kdet.errors import KdetError
+from kdet.utils.config import jsonable
 from kdet.heads.dense.rpn_head import RPN_TEST_CFG, RPN_TRAIN_PROPOSAL_CFG, RPNHead
 from kdet.heads.roi.bbox_head import RCNN_TEST_CFG
 from kdet.heads.roi.standard_roi_head import RCNN_ASSIGNER, RCNN_SAMPLER, StandardRoIHead
@@ -47,15 +48,6 @@ def merge_cfg(base, override, where="cfg"):
     return out
 
 
-def _jsonable(value):
-    """Tuples -> lists, recursively (configs compare equal after a JSON round trip)."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 @keras.saving.register_keras_serializable(package="kdet")
 class TwoStageDetector(Detector):
     """Two-stage detector with an FPN, an RPN and a :class:`StandardRoIHead`.
@@ -84,6 +76,7 @@ class TwoStageDetector(Detector):
     """
 
     loss_names = ("rpn_cls", "rpn_bbox", "cls", "bbox")
+    torch_heads = ("rpn_head", "roi_head")
     with_mask = False
     _default_train_cfg = DEFAULT_TRAIN_CFG
 
@@ -188,17 +181,6 @@ class TwoStageDetector(Detector):
             losses["mask"] = roi_losses["loss_mask"]
         return losses
 
-    # -- checkpoints ---------------------------------------------------------------------
-    def torch_state_map(self):
-        """{MMDetection v2 key: variable} for ``kdet.convert.load_weights(model, sd, "mmdet")``:
-        ``backbone.*``, ``neck.*``, ``rpn_head.*``, ``roi_head.bbox_head.*``
-        (``roi_head.mask_head.*``); see the heads' ``torch_state_map`` for the layouts."""
-        out = {f"backbone.{k}": v for k, v in self.backbone.torch_state_map().items()}
-        out.update(self.neck.torch_state_map("neck"))
-        out.update(self.rpn_head.torch_state_map("rpn_head"))
-        out.update(self.roi_head.torch_state_map("roi_head"))
-        return out
-
     # -- config --------------------------------------------------------------------------
     def get_config(self):
         config = super().get_config()
@@ -208,7 +190,7 @@ class TwoStageDetector(Detector):
                        "roi_head": dict(self.roi_head_cfg),
                        "train_cfg": copy.deepcopy(self.train_cfg),
                        "test_cfg": copy.deepcopy(self.test_cfg)})
-        return _jsonable(config)
+        return jsonable(config)
 
     @classmethod
     def from_config(cls, config):

@@ -9,6 +9,7 @@ import dataclasses
 from typing import Optional
 
 from kdet.errors import KdetError
+from kdet.utils.config import jsonable
 
 # img_norm_cfg of the MMDetection configs (mean/std in 0..255; to_rgb=False keeps BGR).
 PYTORCH_NORM = dict(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), to_rgb=True)
@@ -96,20 +97,12 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self):
-        return _jsonable(dataclasses.asdict(self))
+        return jsonable(dataclasses.asdict(self))
 
 
 def _same_norm(a, b):
     return (list(a["mean"]) == list(b["mean"]) and list(a["std"]) == list(b["std"])
             and bool(a["to_rgb"]) == bool(b["to_rgb"]))
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 @dataclasses.dataclass
@@ -163,7 +156,7 @@ class ZooConfig:
                 kwargs[key] = _deep_merge(kwargs[key], value)
             else:
                 kwargs[key] = value
-        return _jsonable(kwargs)
+        return jsonable(kwargs)
 
     def build(self, num_classes=None, **overrides):
         """``(model, recipe)``. ``overrides``: constructor arguments (dicts merge), plus
@@ -193,7 +186,7 @@ class ZooConfig:
         return model, recipe
 
     def to_dict(self):
-        out = _jsonable(dataclasses.asdict(self))
+        out = jsonable(dataclasses.asdict(self))
         out["method"] = self.method
         return out
 
