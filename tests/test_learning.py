@@ -20,6 +20,7 @@ def test_short_run_loss_falls_and_ap_rises(tmp_path):
 
     from kdet.data import make_shapes_dataset
     from kdet.evaluation import COCOEvaluator
+    from kdet.training import StepWarmupSchedule
 
     data = tmp_path / "shapes"
     make_shapes_dataset(data, num_images=STEPS_DATA, image_size=128, seed=1, val_fraction=0.25)
@@ -35,7 +36,8 @@ def test_short_run_loss_falls_and_ap_rises(tmp_path):
         return ev.evaluate()["bbox_mAP_50"]
 
     model.compile(optimizer=keras.optimizers.AdamW(
-        recipe._WarmupStep(2e-3, warmup=10, step_at=10 ** 6), weight_decay=1e-4,
+        StepWarmupSchedule(2e-3, steps_per_epoch=1, milestones=(), warmup_iters=10,
+                           warmup_ratio=0.01), weight_decay=1e-4,
         global_clipnorm=10.0))
     before = ap50()
     hist = model.fit(train_ds.repeat(), epochs=STEPS // 10, steps_per_epoch=10, verbose=0).history

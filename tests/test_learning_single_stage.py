@@ -27,27 +27,13 @@ import keras
 
 from kdet.data import coco_dataset, make_shapes_dataset
 from kdet.evaluation import COCOEvaluator
+from kdet.training import StepWarmupSchedule
 
 SCRATCH_BACKBONE = dict(frozen_stages=-1, norm_eval=False)
 MODELS = {
     "retinanet": ("RetinaNet", "regnetx_800mf"),
     "paa": ("PAA", "resnet50"),
 }
-
-
-class WarmupLinear(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0.001x, then constant, then x0.1 for the last ``drop`` fraction."""
-
-    def __init__(self, lr, warmup, total, drop=0.15):
-        self.lr, self.warmup, self.total, self.drop = lr, warmup, total, drop
-
-    def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        warm = self.lr * (0.001 + 0.999 * tf.minimum(step / self.warmup, 1.0))
-        return tf.where(step > self.total * (1.0 - self.drop), warm * 0.1, warm)
-
-    def get_config(self):
-        return {"lr": self.lr, "warmup": self.warmup, "total": self.total, "drop": self.drop}
 
 
 def build(kind, num_classes=3, width=128, stacked_convs=2, norm="GN", **head):
@@ -89,7 +75,10 @@ def train_and_evaluate(kind, minutes=20.0, image_size=160, num_images=400, root=
     # Rough budget: steps that fit in the time; schedule over that many.
     model = build(kind, width=width, stacked_convs=stacked_convs)
     total = max_epochs * steps_per_epoch
-    opt = keras.optimizers.AdamW(WarmupLinear(lr, 100, total, drop=0.2), weight_decay=1e-4,
+    # linear warm-up from 0.001x over 100 steps; x0.1 for steps > 80 % of the total
+    schedule = StepWarmupSchedule(lr, steps_per_epoch=1, milestones=(int(0.8 * total) + 1,),
+                                  warmup_iters=100, warmup_ratio=0.001)
+    opt = keras.optimizers.AdamW(schedule, weight_decay=1e-4,
                                  global_clipnorm=35.0)
     model.compile(optimizer=opt)
     start = time.time()

@@ -83,6 +83,7 @@ def train(data_dir, epochs=36, num_images=400, batch_size=8, learning_rate=2e-3,
 
     from kdet.data import make_shapes_dataset, shapes_paths
     from kdet.evaluation import COCOEvalCallback
+    from kdet.training import StepWarmupSchedule
 
     paths = shapes_paths(data_dir)
     if not os.path.exists(paths["train_ann"]):
@@ -98,7 +99,10 @@ def train(data_dir, epochs=36, num_images=400, batch_size=8, learning_rate=2e-3,
             raise KdetError("the training split has fewer images than one batch")
     model = model or synthetic_model()
     total = epochs * steps_per_epoch
-    schedule = _WarmupStep(learning_rate, warmup=min(100, total // 5), step_at=int(0.8 * total))
+    # Linear warmup from 1% over (at most) 100 steps, x0.1 from step int(0.8 * total): the
+    # mmcv-style schedule counted in steps (steps_per_epoch=1) rather than epochs.
+    schedule = StepWarmupSchedule(learning_rate, steps_per_epoch=1, milestones=(int(0.8 * total),),
+                                  warmup_iters=max(1, min(100, total // 5)), warmup_ratio=0.01)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4,
                                                    global_clipnorm=10.0),
                   jit_compile=jit_compile)
@@ -139,26 +143,3 @@ def _num_train_images(ann_file):
     with open(ann_file) as f:
         data = json.load(f)
     return len({a["image_id"] for a in data["annotations"] if not a.get("iscrowd", 0)})
-
-
-import keras  # noqa: E402  (the schedule must be a registered Keras class)
-
-
-@keras.saving.register_keras_serializable(package="kdet")
-class _WarmupStep(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 1% over ``warmup`` steps, then x0.1 from step ``step_at``."""
-
-    def __init__(self, base_lr, warmup=100, step_at=1000):
-        self.base_lr = float(base_lr)
-        self.warmup = int(warmup)
-        self.step_at = int(step_at)
-
-    def __call__(self, step):
-        import tensorflow as tf
-        step = tf.cast(step, tf.float32)
-        warm = tf.minimum(1.0, 0.01 + 0.99 * step / max(self.warmup, 1))
-        decay = tf.where(step >= self.step_at, 0.1, 1.0)
-        return self.base_lr * warm * decay
-
-    def get_config(self):
-        return {"base_lr": self.base_lr, "warmup": self.warmup, "step_at": self.step_at}
