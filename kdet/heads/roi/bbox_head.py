@@ -11,7 +11,10 @@ Note for checkpoint conversion: kdet flattens RoI features in (h, w, c) order, P
 
 Losses (mmdet ``BBoxHead.loss``): softmax CE over the sampled RoIs divided by their number,
 L1 on the positives' deltas of their gt class divided by the number of sampled RoIs
-(mmdet's ``avg_factor=bbox_targets.size(0)``). Inference (``BBoxHead.get_bboxes`` +
+(mmdet's ``avg_factor=bbox_targets.size(0)``). With ``loss_bbox="giou"`` the head regresses
+decoded boxes instead (mmdet ``reg_decoded_bbox=True`` + ``GIoULoss``, as in
+``faster_rcnn_r50_fpn_giou_1x_coco`` whose ``loss_weight`` is 10): the positives' deltas are
+decoded against their RoIs and scored with 1 - GIoU against the matched gt box. Inference (``BBoxHead.get_bboxes`` +
 ``multiclass_nms``): softmax scores, per-class boxes decoded and clipped, pairs with score >
 ``score_thr`` (0.05) kept, NMS 0.5 per class, the ``max_per_img`` (100) best.
 """
@@ -23,6 +26,7 @@ from kdet.errors import KdetError
 from kdet.heads.dense.base import multiclass_nms
 from kdet.layers.torch_layout import chw_flattened_linear, layer_params
 from kdet.losses import cross_entropy, l1_loss
+from kdet.losses.iou_loss import giou_loss
 
 # mmdet v2 mask_rcnn_r50_fpn.py test_cfg.rcnn.
 RCNN_TEST_CFG = dict(score_thr=0.05, iou_threshold=0.5, max_per_img=100, mask_thr_binary=0.5)
@@ -39,7 +43,10 @@ class Shared2FCBBoxHead(keras.layers.Layer):
         fc_out_channels: width of the two shared FCs (1024).
         target_stds: the delta coder's stds ((0.1, 0.1, 0.2, 0.2)).
         reg_class_agnostic: one box for all classes instead of one per class (False).
-        loss_cls_weight, loss_bbox_weight: loss weights (1.0, 1.0).
+        loss_cls_weight, loss_bbox_weight: loss weights (1.0, 1.0; mmdet's GIoU config uses
+            10 for ``loss_bbox_weight``).
+        loss_bbox: "l1" (L1 on normalised deltas, mmdet's default) or "giou" (1 - GIoU of the
+            decoded boxes, mmdet ``reg_decoded_bbox=True`` with ``GIoULoss``).
     Call:
         roi_feats [K, S, S, C] -> (cls_logits [K, num_classes + 1], deltas [K, 4 * R]),
         R = 1 if class agnostic else num_classes.
@@ -47,10 +54,13 @@ class Shared2FCBBoxHead(keras.layers.Layer):
 
     def __init__(self, num_classes, in_channels=256, roi_feat_size=7, fc_out_channels=1024,
                  target_stds=(0.1, 0.1, 0.2, 0.2), reg_class_agnostic=False,
-                 loss_cls_weight=1.0, loss_bbox_weight=1.0, **kwargs):
+                 loss_cls_weight=1.0, loss_bbox_weight=1.0, loss_bbox="l1", **kwargs):
         super().__init__(**kwargs)
         if int(num_classes) < 1:
             raise KdetError(f"num_classes must be >= 1, got {num_classes}")
+        if loss_bbox not in ("l1", "giou"):
+            raise KdetError(f"loss_bbox must be 'l1' or 'giou', got {loss_bbox!r}")
+        self.loss_bbox = loss_bbox
         self.num_classes = int(num_classes)
         self.in_channels = int(in_channels)
         self.roi_feat_size = int(roi_feat_size)
@@ -118,16 +128,22 @@ class Shared2FCBBoxHead(keras.layers.Layer):
         Returns:
             dict: labels [B, S] (gt class for positives, ``num_classes`` for negatives, -1
             for empty slots), label_weights [B, S], bbox_targets [B, S, 4] (normalised
-            deltas), bbox_weights [B, S].
+            deltas; with ``loss_bbox="giou"`` the matched gt boxes xyxy), bbox_weights [B, S],
+            and with ``loss_bbox="giou"`` rois [B, S, 4] (the sampled boxes, to decode against).
         """
         matched = tf.gather(tf.cast(gt_boxes, tf.float32), tf.maximum(sampling.gt_inds - 1, 0),
                             batch_dims=1)
-        targets = self.bbox_coder.encode(sampling.boxes, matched)
         pos = sampling.is_pos
         labels = tf.where(pos, sampling.labels, tf.where(sampling.valid, self.num_classes, -1))
-        return {"labels": labels, "label_weights": tf.cast(sampling.valid, tf.float32),
-                "bbox_targets": tf.where(pos[..., None], targets, 0.0),
-                "bbox_weights": tf.cast(pos, tf.float32)}
+        out = {"labels": labels, "label_weights": tf.cast(sampling.valid, tf.float32),
+               "bbox_weights": tf.cast(pos, tf.float32)}
+        if self.loss_bbox == "giou":
+            out["bbox_targets"] = tf.where(pos[..., None], matched, 0.0)
+            out["rois"] = tf.cast(sampling.boxes, tf.float32)
+        else:
+            targets = self.bbox_coder.encode(sampling.boxes, matched)
+            out["bbox_targets"] = tf.where(pos[..., None], targets, 0.0)
+        return out
 
     def loss(self, cls_logits, deltas, targets):
         """{"loss_cls", "loss_bbox"}.
@@ -143,8 +159,18 @@ class Shared2FCBBoxHead(keras.layers.Layer):
         loss_cls = cross_entropy(cls_logits, labels, weights, avg_factor=num)
         pred = self._class_deltas(deltas, tf.maximum(labels, 0))
         bbox_w = tf.reshape(targets["bbox_weights"], [-1])
-        loss_bbox = l1_loss(pred, tf.reshape(targets["bbox_targets"], [-1, 4]),
-                            bbox_w[:, None] * tf.ones_like(pred), avg_factor=num)
+        bbox_targets = tf.reshape(targets["bbox_targets"], [-1, 4])
+        if self.loss_bbox == "giou":
+            # decoded without clipping (mmdet decodes with max_shape=None in the loss);
+            # non-positives get a dummy unit box so the masked-out GIoU stays finite.
+            boxes = self.bbox_coder.decode(tf.reshape(targets["rois"], [-1, 4]), pred)
+            pos = bbox_w[:, None] > 0
+            unit = tf.constant([0.0, 0.0, 1.0, 1.0])
+            loss_bbox = giou_loss(tf.where(pos, boxes, unit), tf.where(pos, bbox_targets, unit),
+                                  bbox_w, avg_factor=num)
+        else:
+            loss_bbox = l1_loss(pred, bbox_targets, bbox_w[:, None] * tf.ones_like(pred),
+                                avg_factor=num)
         return {"loss_cls": self.loss_cls_weight * loss_cls,
                 "loss_bbox": self.loss_bbox_weight * loss_bbox}
 
@@ -194,5 +220,5 @@ class Shared2FCBBoxHead(keras.layers.Layer):
                        "target_stds": list(self.target_stds),
                        "reg_class_agnostic": self.reg_class_agnostic,
                        "loss_cls_weight": self.loss_cls_weight,
-                       "loss_bbox_weight": self.loss_bbox_weight})
+                       "loss_bbox_weight": self.loss_bbox_weight, "loss_bbox": self.loss_bbox})
         return config

@@ -70,6 +70,43 @@ def test_loss_matches_numpy():
     np.testing.assert_allclose(float(losses["loss_bbox"]), l1, rtol=1e-5)
 
 
+
+def _np_giou(a, b):
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    hull = (max(a[2], b[2]) - min(a[0], b[0])) * (max(a[3], b[3]) - min(a[1], b[1]))
+    return inter / union - (hull - union) / hull
+
+
+def test_giou_loss_on_decoded_boxes_matches_numpy():
+    """loss_bbox="giou" (mmdet reg_decoded_bbox + GIoULoss): the positive's class deltas are
+    decoded against its RoI (means 0, stds 0.1/0.2) and scored 1 - GIoU against the gt box,
+    divided by the number of sampled RoIs; targets carry the gt boxes and the RoIs."""
+    bh = Shared2FCBBoxHead(C, in_channels=2, roi_feat_size=2, fc_out_channels=4,
+                           loss_bbox="giou", loss_bbox_weight=10.0)
+    bh.build()
+    rng = np.random.default_rng(1)
+    cls = tf.constant(rng.normal(size=[3, C + 1]), tf.float32)
+    deltas = rng.normal(size=[3, 4 * C]).astype(np.float32)
+    roi = np.array([10.0, 20.0, 50.0, 40.0], np.float32)
+    gt = np.array([12.0, 18.0, 47.0, 45.0], np.float32)
+    targets = {"labels": tf.constant([[2, C, C]]),
+               "label_weights": tf.constant([[1.0, 1.0, 1.0]]),
+               "bbox_targets": tf.constant([[gt, np.zeros(4), np.zeros(4)]], tf.float32),
+               "rois": tf.constant([[roi, roi, roi]], tf.float32),
+               "bbox_weights": tf.constant([[1.0, 0.0, 0.0]])}
+    losses = bh.loss(cls, tf.constant(deltas), targets)
+    dx, dy, dw, dh = deltas[0, 8:12] * np.array([0.1, 0.1, 0.2, 0.2])
+    cx, cy, w, h = 30.0 + dx * 40, 30.0 + dy * 20, 40 * np.exp(dw), 20 * np.exp(dh)
+    box = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+    np.testing.assert_allclose(float(losses["loss_bbox"]), 10 * (1 - _np_giou(box, gt)) / 3,
+                               rtol=1e-4)
+    with pytest.raises(Exception, match="loss_bbox"):
+        Shared2FCBBoxHead(C, loss_bbox="smooth_l1")
+
+
 def test_predict_thresholds_and_pads():
     bh = Shared2FCBBoxHead(C, in_channels=2, roi_feat_size=2, fc_out_channels=4)
     bh.build()
