@@ -5,6 +5,8 @@ counts one multiply-add as one FLOP and adds, per module:
 
 * Conv: ``out_h * out_w * k_h * k_w * in_ch / groups * out_ch`` (+ ``out_h*out_w*out_ch``
   when the conv has a bias);
+* transposed conv: ``in_h * in_w * k_h * k_w * in_ch * out_ch`` (per *input* position, mmcv's
+  ``deconv_flops_counter_hook``; + ``out_h*out_w*out_ch`` with a bias);
 * Linear: ``in_features * out_features`` (bias not counted);
 * BatchNorm/GroupNorm: ``numel(input)``, doubled when affine;
 * ReLU / activations: ``numel(input)``; pooling: ``numel(input)``;
@@ -30,6 +32,12 @@ def _numel(shape):
 def _layer_flops(layer, in_shape, out_shape):
     import keras
     kind = type(layer)
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        kh, kw, cout, cin = layer.kernel.shape        # Keras: [kh, kw, out, in]
+        flops = _numel(in_shape[1:-1]) * (in_shape[0] or 1) * kh * kw * cin * cout
+        if getattr(layer, "use_bias", False) and getattr(layer, "bias", None) is not None:
+            flops += _numel(out_shape[1:-1]) * (out_shape[0] or 1) * cout
+        return flops
     if isinstance(layer, keras.layers.Conv2D) or kind.__name__.endswith("DeformConv2D"):
         kh, kw, cin_g, cout = layer.kernel.shape
         spatial = _numel(out_shape[1:-1]) * (out_shape[0] or 1)

@@ -61,6 +61,16 @@ def test_flops_rules_on_a_tiny_model():
     assert count_flops(m, (8, 8, 3), include_head=True) == body + 10
 
 
+def test_transposed_conv_counted_per_input_position():
+    """mmcv's deconv hook: in_h*in_w*kh*kw*in*out, plus out_h*out_w*out for the bias (the
+    Mask R-CNN mask head's 2x2 stride-2 upsample)."""
+    import keras
+    x = keras.Input((7, 5, 3))
+    y = keras.layers.Conv2DTranspose(4, 2, strides=2, name="up")(x)
+    m = keras.Model(x, y)
+    assert count_flops(m, (7, 5, 3)) == 7 * 5 * 2 * 2 * 3 * 4 + 14 * 10 * 4
+
+
 def test_count_flops_rejects_bad_shape():
     from kdet.errors import KdetError
     model = ImageClassifier("regnetx_400mf", num_classes=10)
